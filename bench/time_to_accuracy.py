@@ -1,0 +1,179 @@
+"""Benchmark: wall time from process start (imports and data loading included) until the fused test
+accuracy on the offline AV-MNIST split reaches the target, median over separate processes.
+
+Each run is a fresh ``python bench/time_to_accuracy.py --child`` process that builds the recipe from
+the config (data from the cache, as every run after the first does), trains with the library's training
+step, and evaluates the test split after every epoch only to stop the clock once the target is reached;
+test accuracy never steers training. Run ``i`` uses ``seed=i``, so the median covers different
+initialisations and shuffles. ``--full`` also times one plain ``dan train CONFIG`` process.
+
+    DAN_DATA=../shared/data python bench/time_to_accuracy.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import base_parser, command, median, print_table, write_result  # noqa: E402
+
+TARGET = 0.993
+LIMIT_S = 30.0
+
+
+def child(config: str, overrides: list[str], device: str, threads: int, target: float) -> None:
+    """One timed run; prints one JSON line per phase (``t`` is ``time.time()`` at its end)."""
+    from common import make_recipe, set_threads
+
+    from dan.engine import trainer as T
+    from dan.engine.evaluate import evaluate
+
+    set_threads(threads)
+    print(json.dumps({"phase": "imported", "t": time.time()}), flush=True)
+    recipe = make_recipe(config, overrides, device, threads)
+    test = recipe._loader(recipe.splits["test"], recipe.cfg.train.eval_batch_size, shuffle=False)
+    print(json.dumps({"phase": "ready", "t": time.time()}), flush=True)
+    for epoch in range(recipe.cfg.train.epochs):
+        recipe.train_epoch()
+        recipe.balancer.on_epoch_end(epoch, recipe.meter.means(), {})
+        recipe.epoch, recipe.batch_in_epoch, recipe.meter = epoch + 1, 0, T.LossMeter()
+        trained = time.time()
+        result = evaluate(recipe.model, test, recipe.model.num_classes, recipe.modalities, recipe.info.device)
+        line = {
+            "phase": "epoch",
+            "epoch": epoch + 1,
+            "t": time.time(),
+            "trained_t": trained,
+            "test_acc": result.acc,
+        }
+        print(json.dumps(line), flush=True)
+        if result.acc >= target:
+            break
+
+
+def timed_run(args: Any, seed: int) -> dict[str, Any]:
+    """Spawn one child (config seed ``seed``) and turn its phase stamps into seconds since the spawn."""
+    cmd = [sys.executable, __file__, "--child", "--config", args.config, "--device", args.device]
+    cmd += ["--threads", str(args.threads), "--target", str(args.target), f"seed={seed}", *args.overrides]
+    start = time.time()
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    )
+    if proc.returncode:
+        sys.exit(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    phase = {x["phase"]: x["t"] - start for x in lines if x["phase"] != "epoch"}
+    epochs = [
+        {
+            "epoch": x["epoch"],
+            "s": x["t"] - start,
+            "train_done_s": x["trained_t"] - start,
+            "test_acc": x["test_acc"],
+        }
+        for x in lines
+        if x["phase"] == "epoch"
+    ]
+    hit = next((e for e in epochs if e["test_acc"] >= args.target), None)
+    return {
+        "seed": seed,
+        "import_s": phase["imported"],
+        "ready_s": phase["ready"],
+        "epochs": epochs,
+        "reached": hit is not None,
+        "time_to_accuracy_s": hit["s"] if hit else None,
+        "final_test_acc": epochs[-1]["test_acc"] if epochs else None,
+    }
+
+
+def full_run(args: Any) -> dict[str, Any]:
+    """One ordinary ``dan train CONFIG`` process (validation, checkpoints, best-checkpoint test)."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "dan.cli", "train", args.config, "logger=none", "quiet=true"]
+        cmd += [
+            f"device={args.device}",
+            f"train.num_threads={args.threads}",
+            f"output_dir={out}",
+            "run_name=r",
+        ]
+        cmd += args.overrides
+        start = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.time() - start
+        if proc.returncode:
+            sys.exit(f"dan train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        summary = json.loads((Path(out) / "r" / "results.json").read_text())["summary"]
+    return {
+        "command": " ".join(cmd[2:]),
+        "wall_s": wall,
+        "test_acc": summary["test/acc"],
+        "epochs": summary["epochs"],
+    }
+
+
+def main() -> None:
+    parser = base_parser(__doc__)
+    parser.add_argument("--config", default="avmnist_fast")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--target", type=float, default=TARGET)
+    parser.add_argument("--full", action="store_true", help="also time one plain `dan train CONFIG` process")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="config key=value overrides")
+    args = parser.parse_args()
+    if args.child:
+        child(args.config, args.overrides, args.device, args.threads, args.target)
+        return
+    if args.quick:
+        args.repeats = 1
+        args.overrides = ["train.epochs=1", *args.overrides]
+    runs = []
+    for i in range(args.repeats):
+        runs.append(timed_run(args, seed=i))
+        r = runs[-1]
+        print(
+            f"run {i + 1}: ready {r['ready_s']:.1f} s, reached={r['reached']} at {r['time_to_accuracy_s']} s, "
+            f"accs {[round(e['test_acc'], 4) for e in r['epochs']]}",
+            flush=True,
+        )
+    times = [r["time_to_accuracy_s"] for r in runs]
+    result: dict[str, Any] = {
+        "config": args.config,
+        "overrides": args.overrides,
+        "device": args.device,
+        "threads": args.threads,
+        "target_acc": args.target,
+        "target_s": LIMIT_S,
+        "runs": runs,
+        "all_reached": all(t is not None for t in times),
+        "median_s": median(times) if all(t is not None for t in times) else None,
+        "command": command(),
+    }
+    if args.full:
+        result["full_run"] = full_run(args)
+    rows = [
+        {
+            "run": i + 1,
+            "ready_s": r["ready_s"],
+            "epochs": len(r["epochs"]),
+            "test_acc": r["final_test_acc"],
+            "time_to_acc_s": r["time_to_accuracy_s"] if r["reached"] else "not reached",
+        }
+        for i, r in enumerate(runs)
+    ]
+    print_table(rows)
+    print(f"median {result['median_s']} s (target < {LIMIT_S:.0f} s at test acc >= {args.target})")
+    if args.full:
+        f = result["full_run"]
+        print(f"full `dan train`: {f['wall_s']:.1f} s wall, test acc {f['test_acc']:.4f}")
+    print("wrote", write_result("time_to_accuracy", result, args.out, quick=args.quick))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The ``dan`` command. Each subcommand lives in the module that owns its job; this file only dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dan.errors import DanError
+
+# subcommand -> (module, help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("dan.data.commands", "download, verify and describe datasets"),
+    "train": ("dan.engine.train_command", "train a recipe config: dan train CONFIG [key=value ...]"),
+    "eval": ("dan.engine.eval_command", "evaluate a checkpoint on any data root and split"),
+    "predict": ("dan.engine.predict_command", "predict the digit of an image and/or a recording"),
+    "recipes": ("dan.engine.recipes_command", "list recipes and their configs"),
+    "verify": ("dan.engine.verify_command", "verify whether two inputs match (Siamese checkpoints)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per available command."""
+    parser = argparse.ArgumentParser(prog="dan", description="Multimodal two-tower fusion models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dan`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except DanError as exc:
+        print(f"dan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

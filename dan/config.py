@@ -1,0 +1,341 @@
+"""Recipe configs: YAML files + ``key=value`` overrides, checked against a schema before any data loads.
+
+A config is merged onto the structured schema :class:`RunConfig` (OmegaConf), so an unknown key or a
+value of the wrong type fails at once; :func:`validate` then checks ranges and the names of every
+registered part (towers, trunk, fusion, balancer, optimiser, scheduler) and lists the valid choices.
+Every failure is a one-line :class:`~dan.errors.ConfigError` that names the key at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dan.errors import ConfigError
+from dan.paths import PACKAGE_DIR
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("onecycle", "cosine", "none")
+LOGGERS = ("none", "console", "wandb")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+STOP_MODES = ("max", "min")
+NONFINITE_INPUTS = ("stop", "skip")
+
+
+@dataclass
+class OptimizerConfig:
+    """``optimizer.*``: ``adamw`` or ``sgd`` (momentum, nesterov)."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class SchedulerConfig:
+    """``scheduler.*``: ``onecycle`` (peak ``optimizer.lr``), ``cosine`` (to ``min_lr``) or ``none``; per step."""
+
+    name: str = "onecycle"
+    pct_start: float = 0.25
+    min_lr: float = 0.0
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """``train.early_stopping.*``: stop after ``patience`` epochs without improving ``metric`` (0 = off)."""
+
+    metric: str = "val/acc"
+    mode: str = "max"
+    patience: int = 0
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """``train.*``: the loop. ``batch_size`` is the global batch (split across DDP ranks).
+
+    ``nonfinite_inputs``: a sample whose image or audio holds NaN/Inf is named, then the run ``stop``s before
+    training or the sample is ``skip``ped (dropped from its split, with a warning).
+    ``compile``: ``torch.compile`` the model's forward (inductor) in place; checkpoints keep plain keys.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    grad_clip: float = 1.0
+    amp: bool = True
+    log_every: int = 50
+    checkpoint_every: int = 0
+    heldout_fraction: float = 0.1
+    num_threads: int = 0
+    nonfinite_inputs: str = "stop"
+    compile: bool = False
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass
+class WandbConfig:
+    """``wandb.*``: ``mode=auto`` is online with an API key, offline without one. A backend that does not
+    answer within ``init_timeout`` seconds leaves the run offline."""
+
+    project: str = "dan"
+    entity: str | None = None
+    mode: str = "auto"
+    tags: list[str] = field(default_factory=list)
+    log_misclassified: int = 32
+    log_checkpoint: bool = True
+    init_timeout: float = 30.0
+
+
+@dataclass
+class EvalConfig:
+    """``eval.*``: what ``dan eval`` and the end of training measure."""
+
+    split: str = "test"
+    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0])
+
+
+@dataclass
+class VerifyConfig:
+    """``verify.*`` (Siamese and cross-modal recipes): the decision threshold, chosen on validation pairs
+    (``eer`` point, or ``far``: the strictest with false-accept rate <= ``target_far``), and pair counts."""
+
+    threshold: str = "eer"
+    target_far: float = 0.01
+    val_pairs: int = 2000
+    test_pairs: int = 4000
+
+
+@dataclass
+class RunConfig:
+    """The whole config of a recipe run. ``model``, ``data`` and ``balancer`` are checked by their builders."""
+
+    recipe: str = "avmnist_fusion"
+    seed: int = 0
+    device: str = "auto"
+    output_dir: str = "runs"
+    run_name: str | None = None
+    logger: str = "console"
+    quiet: bool = False
+    resume: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=lambda: {"name": "avmnist"})
+    balancer: dict[str, Any] = field(default_factory=lambda: {"name": "static"})
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    loss: Any = None  # metric-learning recipes: a name (loss=triplet) or {name, **kwargs}
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+
+def recipes_dir() -> Path:
+    """``recipes/`` of the checkout (or ``$DAN_RECIPES``)."""
+    env = os.environ.get("DAN_RECIPES")
+    return Path(env) if env else PACKAGE_DIR.parent / "recipes"
+
+
+def config_names() -> list[str]:
+    """Names of the configs shipped in ``recipes/configs``."""
+    return sorted(p.stem for p in (recipes_dir() / "configs").glob("*.yaml"))
+
+
+def find_config(name_or_path: str | os.PathLike[str]) -> Path:
+    """A config file from a path, or a bare name found in ``recipes/configs`` (with or without ``.yaml``)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    shipped = recipes_dir() / "configs" / f"{stem}.yaml"
+    if str(path) in (path.name, f"{stem}.yaml") and shipped.is_file():
+        return shipped
+    raise ConfigError(
+        f"config {str(name_or_path)!r} is neither a file nor a shipped config; "
+        f"shipped configs: {', '.join(config_names()) or '(none found)'}"
+    )
+
+
+def _one_line(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+    msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]
+    return f"config key {key!r}: {msg}"
+
+
+def _unknown_key_error(exc: OmegaConfBaseException, schema: DictConfig) -> ConfigError:
+    full_key = str(getattr(exc, "full_key", "") or "")
+    parent, _, leaf = full_key.rpartition(".")
+    node: Any = schema
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    valid = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else "see docs/recipes.md"
+    where = f"under {parent!r}" if parent else "at the top level"
+    return ConfigError(f"unknown config key {full_key!r}; valid keys {where}: {valid}")
+
+
+def merge(base: Mapping[str, Any] | DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
+    """``base`` merged onto the schema, then ``key=value`` ``overrides`` (OmegaConf dotlist) on top."""
+    for item in overrides:
+        if "=" not in item or not item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=5)")
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        cfg = OmegaConf.merge(schema, base, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        if type(exc).__name__ == "ConfigKeyError":
+            raise _unknown_key_error(exc, schema) from None
+        raise ConfigError(_one_line(exc)) from None
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def load_config(
+    path: str | os.PathLike[str], overrides: Sequence[str] = (), *, check: bool = True
+) -> DictConfig:
+    """Read config ``path`` (a file or a shipped config name), apply ``overrides``, validate."""
+    file = find_config(path)
+    try:
+        raw = OmegaConf.load(file)
+    except Exception as exc:  # yaml.YAMLError and friends
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{file}: not valid YAML ({first}); fix the file") from None
+    if not isinstance(raw, DictConfig):
+        raise ConfigError(f"{file}: a config must be a YAML mapping of keys, got a list")
+    cfg = merge(raw, overrides)
+    if cfg.run_name is None:
+        cfg.run_name = file.stem
+    if check:
+        validate(cfg)
+    return cfg
+
+
+def _choice(key: str, value: Any, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r} is not valid; valid choices: {', '.join(valid)}")
+
+
+def _positive(key: str, value: float, *, strict: bool = True) -> None:
+    if value < 0 or (strict and value == 0):
+        raise ConfigError(f"{key} must be {'> 0' if strict else '>= 0'}, got {value!r}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and name checks of a merged config; builds the model and balancer (cheap) but loads no data."""
+    _choice("device", cfg.device.split(":")[0], DEVICES)
+    _choice("logger", cfg.logger, LOGGERS)
+    _choice("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
+    _choice("scheduler.name", cfg.scheduler.name, SCHEDULERS)
+    _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
+    _choice("train.early_stopping.mode", cfg.train.early_stopping.mode, STOP_MODES)
+    _choice("train.nonfinite_inputs", cfg.train.nonfinite_inputs, NONFINITE_INPUTS)
+    _positive("wandb.init_timeout", cfg.wandb.init_timeout)
+    _positive("optimizer.lr", cfg.optimizer.lr)
+    _positive("optimizer.weight_decay", cfg.optimizer.weight_decay, strict=False)
+    for key in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+        _positive(f"train.{key}", getattr(cfg.train, key))
+    for key in ("grad_clip", "checkpoint_every", "num_threads"):
+        _positive(f"train.{key}", getattr(cfg.train, key), strict=False)
+    _positive("train.early_stopping.patience", cfg.train.early_stopping.patience, strict=False)
+    if not 0.0 < cfg.train.heldout_fraction < 1.0:
+        raise ConfigError(f"train.heldout_fraction must lie in (0, 1), got {cfg.train.heldout_fraction}")
+    if not 0.0 < cfg.scheduler.pct_start < 1.0:
+        raise ConfigError(f"scheduler.pct_start must lie in (0, 1), got {cfg.scheduler.pct_start}")
+    _check_recipe(cfg.recipe)
+    own_check = _recipe_check(cfg.recipe)
+    if own_check is not None:  # recipes with their own model/data sections (siamese, crossmodal)
+        own_check(cfg)
+        return
+    modalities = _check_model(cfg)
+    _check_balancer(cfg, modalities)
+    _check_data(cfg)
+    metric = cfg.train.early_stopping.metric
+    metrics = ["val/acc", "val/loss", *(f"val/acc_{m}" for m in modalities)]
+    _choice("train.early_stopping.metric", metric, metrics)
+
+
+def recipe_names() -> list[str]:
+    """Recipe scripts in ``recipes/`` (file stems): those defining ``main(cfg)``; helper scripts are not."""
+    return sorted(
+        p.stem
+        for p in recipes_dir().glob("*.py")
+        if not p.name.startswith("_") and _RECIPE_MAIN.search(p.read_text(errors="replace"))
+    )
+
+
+_RECIPE_MAIN = re.compile(r"^def main\(cfg\b", re.MULTILINE)
+
+
+def _check_recipe(name: str) -> None:
+    _choice("recipe", name, recipe_names())
+
+
+def _recipe_check(name: str) -> Any:
+    """The recipe's own ``validate_config(cfg)``, where its script defines one."""
+    from dan.engine.recipes import load_recipe
+
+    return getattr(load_recipe(name), "validate_config", None)
+
+
+def _check_model(cfg: DictConfig) -> list[str]:
+    from dan.models import build_model
+
+    num_classes = cfg.model.get("num_classes")
+    if num_classes is not None and (type(num_classes) is not int or num_classes < 1):
+        raise ConfigError(f"model.num_classes must be a positive int, got {num_classes!r}")
+    dropout = cfg.model.get("modality_dropout", 0.0)
+    if type(dropout) not in (int, float) or not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.modality_dropout must lie in [0, 1), got {dropout!r}")
+    try:
+        model = build_model(cfg.model)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # a value of the wrong type deep inside a part's arguments
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"model: {first}; check the types of the model.* values") from None
+    return list(model.modalities)
+
+
+def _check_balancer(cfg: DictConfig, modalities: list[str]) -> None:
+    from dan.losses import build_balancer
+
+    try:
+        build_balancer(cfg.balancer, modalities)
+    except ConfigError as exc:
+        raise ConfigError(f"balancer: {exc}") from None
+
+
+def _check_data(cfg: DictConfig) -> None:
+    from dan.data import DATASETS
+
+    data = to_dict(cfg.data)
+    _choice("data.name", data.get("name", "avmnist"), DATASETS)
+    if data.get("name", "avmnist") == "synthetic":
+        from dan.data.synthetic import SyntheticConfig
+
+        SyntheticConfig.from_dict(data)
+    else:
+        from dan.data.avmnist import AVMnistConfig
+
+        AVMnistConfig.from_dict(data)
+
+
+def to_dict(cfg: Any) -> Any:
+    """A plain, resolved ``dict`` (or value) of an OmegaConf node, for checkpoints, JSON and wandb."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def from_dict(resolved: Mapping[str, Any]) -> DictConfig:
+    """A config saved by :func:`to_dict` (e.g. in a checkpoint) merged back onto the schema."""
+    return merge(dict(resolved))

@@ -1,0 +1,273 @@
+"""AV-MNIST built from raw MNIST and FSDD: deterministic, seeded, class-consistent pairs.
+
+Variants:
+    ``clean``: the images and recordings as they are.
+    ``hard``: the CentralNet/MFAS protocol: images keep only the principal components that explain
+    ``hard.pca_variance`` of the variance (fitted on the training split), and recordings are mixed with
+    white noise at ``hard.snr_db``.
+
+The whole build (images, features, pairs, normalisation) is cached in one file keyed by a hash of the
+config and the source files' contents; a pair manifest and its hash are written beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dan.data import fsdd, mnist
+from dan.data.cache import atomic_write_bytes, fingerprint_files, load_tensors, save_tensors, stable_hash
+from dan.data.dataset import AVSplit
+from dan.data.features import FeatureConfig, Standardizer, add_noise_at_snr, compute_features, pad_or_trim
+from dan.data.pairing import AUDIO_REUSE, pair_by_class, split_generator
+from dan.errors import ConfigError
+from dan.paths import cache_root, data_root
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+VARIANTS = ("clean", "hard")
+OFFLINE_SPLITS = {
+    "train": {"mnist": "test[:7000]", "fsdd": "train[250:]"},
+    "val": {"mnist": "test[7000:8000]", "fsdd": "train[:250]"},
+    "test": {"mnist": "test[8000:]", "fsdd": "test"},
+}
+
+
+@dataclass(frozen=True)
+class HardConfig:
+    """Degradations of the ``hard`` variant."""
+
+    pca_variance: float = 0.25
+    snr_db: float = 0.0
+
+
+@dataclass(frozen=True)
+class AVMnistConfig:
+    """Everything that determines an AV-MNIST build (``data.*`` keys)."""
+
+    root: str | None = None
+    cache_dir: str | None = None
+    variant: str = "clean"
+    seed: int = 0
+    pairs_per_image: int = 1
+    audio_reuse: str = "cycle"
+    on_bad_file: str = "raise"
+    heldout_speakers: tuple[str, ...] | None = None
+    splits: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: OFFLINE_SPLITS)
+    audio: FeatureConfig = field(default_factory=FeatureConfig)
+    hard: HardConfig = field(default_factory=HardConfig)
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"data.variant={self.variant!r} is unknown; valid: {', '.join(VARIANTS)}")
+        if self.audio_reuse not in AUDIO_REUSE:
+            raise ConfigError(f"data.audio_reuse={self.audio_reuse!r} is unknown; valid: {', '.join(AUDIO_REUSE)}")
+        if self.pairs_per_image < 1:
+            raise ConfigError(f"data.pairs_per_image must be >= 1, got {self.pairs_per_image}")
+        if "train" not in self.splits:
+            raise ConfigError("data.splits needs a 'train' entry (normalisation and PCA are fitted on it)")
+        for name, spec in self.splits.items():
+            missing = {"mnist", "fsdd"} - set(spec)
+            if missing:
+                raise ConfigError(f"data.splits.{name} lacks {', '.join(sorted(missing))}; give both mnist and fsdd specs")
+        if not 0.0 < self.hard.pca_variance <= 1.0:
+            raise ConfigError(f"data.hard.pca_variance must lie in (0, 1], got {self.hard.pca_variance}")
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> AVMnistConfig:
+        """Build from a ``data`` config mapping; unknown keys are a ConfigError listing the valid ones."""
+        cfg = dict(cfg)
+        cfg.pop("name", None)
+        _reject_unknown(cfg, cls, "data")
+        if "audio" in cfg:
+            _reject_unknown(cfg["audio"], FeatureConfig, "data.audio")
+            cfg["audio"] = FeatureConfig(**cfg["audio"])
+        if "hard" in cfg:
+            _reject_unknown(cfg["hard"], HardConfig, "data.hard")
+            cfg["hard"] = HardConfig(**cfg["hard"])
+        if cfg.get("splits") is not None:
+            cfg["splits"] = {k: dict(v) for k, v in cfg["splits"].items()}
+        if cfg.get("heldout_speakers") is not None:
+            cfg["heldout_speakers"] = tuple(cfg["heldout_speakers"])
+        return cls(**cfg)
+
+    def cache_key_material(self) -> dict[str, Any]:
+        """The fields that change the built data (not where it lives)."""
+        d = asdict(self)
+        for key in ("root", "cache_dir", "use_cache", "on_bad_file"):
+            d.pop(key)
+        d["splits"] = {k: dict(v) for k, v in self.splits.items()}
+        return d
+
+
+def _reject_unknown(cfg: Mapping[str, Any], cls: type, prefix: str) -> None:
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(cfg) - valid)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}.{unknown[0]}; valid keys: {', '.join(sorted(valid))}")
+
+
+def pca_reconstruct(train: Tensor, images: Tensor, variance: float) -> tuple[Tensor, int]:
+    """Project ``images`` on the leading principal components of ``train`` that explain ``variance``.
+
+    Args:
+        train: ``[N, D]`` float rows the PCA is fitted on.
+        images: ``[M, D]`` float rows to reconstruct.
+    Returns:
+        ``[M, D]`` reconstructions and the number of components kept.
+    """
+    mean = train.mean(dim=0)
+    _, s, vh = torch.linalg.svd(train - mean, full_matrices=False)
+    explained = (s**2).cumsum(0) / (s**2).sum()
+    k = int((explained < variance).sum().item()) + 1
+    basis = vh[:k]
+    return (images - mean) @ basis.T @ basis + mean, k
+
+
+def build_avmnist(cfg: AVMnistConfig | Mapping[str, Any]) -> dict[str, AVSplit]:
+    """Build (or reload from cache) every split named in ``cfg.splits``."""
+    if not isinstance(cfg, AVMnistConfig):
+        cfg = AVMnistConfig.from_dict(cfg)
+    root = data_root(cfg.root)
+    bases = sorted({mnist_spec_base(s["mnist"]) for s in cfg.splits.values()})
+    image_files = [p for base in bases for p in mnist.mnist_files(root, base)]
+    recordings = fsdd.index_recordings(fsdd.fsdd_dir(root))
+    key_material = {
+        "version": CACHE_VERSION,
+        "config": cfg.cache_key_material(),
+        "mnist": fingerprint_files(image_files),
+        "fsdd": fingerprint_files(r.path for r in recordings),
+    }
+    key = stable_hash(key_material)
+    cache_file = cache_root(cfg.cache_dir) / "avmnist" / f"{key[:20]}.pt"
+    if cfg.use_cache and cache_file.exists():
+        payload = load_tensors(cache_file)
+        log.info("AV-MNIST loaded from cache %s", cache_file)
+    else:
+        payload = _build_payload(cfg, root, bases, recordings)
+        if cfg.use_cache:
+            save_tensors(cache_file, payload)
+            manifest = payload["manifest"]
+            atomic_write_bytes(cache_file.with_suffix(".manifest.json"), json.dumps(manifest, indent=1).encode())
+            log.info("AV-MNIST cache written to %s (manifest hash %s)", cache_file, payload["manifest_hash"])
+    return _splits_from_payload(payload, cache_file)
+
+
+def mnist_spec_base(spec: str) -> str:
+    """The base split (``train``/``test``) of an MNIST split spec."""
+    from dan.data.splits import parse_split
+
+    return parse_split(spec, mnist.MNIST_SPLITS).base
+
+
+def _build_payload(
+    cfg: AVMnistConfig, root: Path, bases: list[str], recordings: list[fsdd.Recording]
+) -> dict[str, Any]:
+    from dan.data.splits import parse_split
+
+    mnist_data = {base: mnist.load_mnist(root, base) for base in bases}
+    waves, kept = fsdd.load_waveforms(recordings, cfg.audio.sample_rate, on_error=cfg.on_bad_file)
+    row_of = {r.path.name: i for i, r in enumerate(kept)}
+    lengths = torch.tensor([w.shape[-1] for w in waves])
+    padded = pad_or_trim(waves, cfg.audio.num_samples)
+    if cfg.variant == "hard":
+        padded = add_noise_at_snr(padded, cfg.hard.snr_db, split_generator(cfg.seed, "noise"), lengths)
+    feats = compute_features(padded, cfg.audio)
+
+    chosen: dict[str, dict[str, Any]] = {}
+    for name, spec in cfg.splits.items():
+        mspec = parse_split(spec["mnist"], mnist.MNIST_SPLITS)
+        images, labels = mnist_data[mspec.base]
+        img_idx = torch.tensor(list(mspec.resolve(len(labels))), dtype=torch.long)
+        recs = fsdd.select_recordings(kept, spec["fsdd"], cfg.heldout_speakers)
+        aud_rows = torch.tensor([row_of[r.path.name] for r in recs], dtype=torch.long)
+        aud_labels = torch.tensor([r.digit for r in recs], dtype=torch.long)
+        img_labels = labels[img_idx]
+        pairs = pair_by_class(
+            img_labels, aud_labels, cfg.pairs_per_image, split_generator(cfg.seed, name), cfg.audio_reuse, f"split {name}"
+        )
+        chosen[name] = {
+            "images": images[img_idx].float().div(255.0),
+            "image_index": img_idx,
+            "audio_rows": aud_rows,
+            "recordings": recs,
+            "pairs": pairs,
+            "labels": img_labels[pairs[:, 0]],
+        }
+
+    train = chosen["train"]
+    pca_components = None
+    if cfg.variant == "hard":
+        flat_train = train["images"].reshape(len(train["images"]), -1)
+        for part in chosen.values():
+            flat = part["images"].reshape(len(part["images"]), -1)
+            recon, pca_components = pca_reconstruct(flat_train, flat, cfg.hard.pca_variance)
+            part["images"] = recon.reshape(-1, 28, 28)
+    img_mean = float(train["images"].mean())
+    img_std = float(train["images"].std())
+    standardize = Standardizer.fit(feats[train["audio_rows"]])
+
+    manifest: dict[str, Any] = {"config": cfg.cache_key_material(), "splits": {}}
+    payload: dict[str, Any] = {"splits": {}}
+    for name, part in chosen.items():
+        manifest["splits"][name] = {
+            "mnist": cfg.splits[name]["mnist"],
+            "fsdd": cfg.splits[name]["fsdd"],
+            "image_index": part["image_index"].tolist(),
+            "audio_files": [r.path.name for r in part["recordings"]],
+            "pairs": part["pairs"].tolist(),
+        }
+        payload["splits"][name] = {
+            "images": ((part["images"] - img_mean) / img_std).unsqueeze(1).contiguous(),
+            "audio": standardize(feats[part["audio_rows"]]).contiguous(),
+            "pairs": part["pairs"],
+            "labels": part["labels"],
+            "manifest_hash": stable_hash(manifest["splits"][name]),
+            "speakers": sorted({r.speaker for r in part["recordings"]}),
+            "num_recordings": len(part["recordings"]),
+        }
+    payload["manifest"] = manifest
+    payload["manifest_hash"] = stable_hash(manifest)
+    payload["preprocessing"] = {
+        "image": {"mean": img_mean, "std": img_std, "size": 28},
+        "audio": {"features": cfg.audio.to_dict(), "standardize": standardize.to_dict()},
+        "variant": cfg.variant,
+        "pca_components": pca_components,
+    }
+    payload["skipped_files"] = [r.path.name for r in recordings if r.path.name not in row_of]
+    return payload
+
+
+def _splits_from_payload(payload: dict[str, Any], cache_file: Path) -> dict[str, AVSplit]:
+    out = {}
+    for name, part in payload["splits"].items():
+        out[name] = AVSplit(
+            name=name,
+            images=part["images"],
+            audio=part["audio"],
+            pairs=part["pairs"],
+            labels=part["labels"],
+            manifest_hash=payload["manifest_hash"],
+            preprocessing=payload["preprocessing"],
+            source="avmnist",
+            info={
+                "split_manifest_hash": part["manifest_hash"],
+                "speakers": part["speakers"],
+                "num_recordings": part["num_recordings"],
+                "num_images": int(part["images"].shape[0]),
+                "cache_file": str(cache_file),
+                "skipped_files": payload["skipped_files"],
+                "mnist": payload["manifest"]["splits"][name]["mnist"],
+                "fsdd": payload["manifest"]["splits"][name]["fsdd"],
+            },
+        )
+    return out

@@ -1,0 +1,132 @@
+"""Audio front end: fixed-length waveforms -> log-mel (or MFCC) spectrograms, and their normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torchaudio
+from torch import Tensor
+
+from dan.errors import ConfigError
+
+FEATURE_KINDS = ("logmel", "mfcc")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How recordings become spectrograms. ``num_frames`` follows from the other fields."""
+
+    sample_rate: int = 8000
+    kind: str = "logmel"
+    duration_s: float = 1.0
+    n_fft: int = 256
+    hop_length: int = 128
+    n_mels: int = 40
+    n_mfcc: int = 20
+    top_db: float = 80.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_KINDS:
+            raise ConfigError(f"data.audio.kind={self.kind!r} is unknown; valid: {', '.join(FEATURE_KINDS)}")
+        for key in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc"):
+            if int(getattr(self, key)) <= 0:
+                raise ConfigError(f"data.audio.{key} must be a positive integer, got {getattr(self, key)!r}")
+        if self.duration_s <= 0:
+            raise ConfigError(f"data.audio.duration_s must be > 0 seconds, got {self.duration_s!r}")
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
+            raise ConfigError(f"data.audio.n_mfcc={self.n_mfcc} must not exceed data.audio.n_mels={self.n_mels}")
+
+    @property
+    def num_samples(self) -> int:
+        """Fixed waveform length in samples."""
+        return round(self.sample_rate * self.duration_s)
+
+    @property
+    def num_bins(self) -> int:
+        """Feature rows: mel bands for log-mel, coefficients for MFCC."""
+        return self.n_mels if self.kind == "logmel" else self.n_mfcc
+
+    @property
+    def num_frames(self) -> int:
+        """Feature columns (centred STFT frames) of one fixed-length recording."""
+        return self.num_samples // self.hop_length + 1
+
+    def to_dict(self) -> dict:
+        """Plain-dict form, for configs, hashes and checkpoints."""
+        return asdict(self)
+
+
+def pad_or_trim(waveforms: Sequence[Tensor], num_samples: int) -> Tensor:
+    """Stack 1-D waveforms of any lengths into ``[N, num_samples]``: zero-padded at the end, or trimmed."""
+    out = torch.zeros(len(waveforms), num_samples)
+    for i, w in enumerate(waveforms):
+        n = min(num_samples, w.shape[-1])
+        out[i, :n] = w[:n]
+    return out
+
+
+def add_noise_at_snr(waves: Tensor, snr_db: float, generator: torch.Generator, signal_lengths: Tensor) -> Tensor:
+    """White Gaussian noise at ``snr_db`` relative to each signal's power over its own length.
+
+    Args:
+        waves: ``[N, L]`` padded waveforms.
+        signal_lengths: ``[N]`` original lengths (the power is measured before padding).
+    Returns:
+        ``[N, L]`` noisy waveforms.
+    """
+    lengths = signal_lengths.clamp(min=1, max=waves.shape[1]).to(waves.dtype)
+    power = waves.pow(2).sum(dim=1) / lengths
+    noise_std = torch.sqrt(power / (10.0 ** (snr_db / 10.0)))
+    noise = torch.randn(waves.shape, generator=generator) * noise_std[:, None]
+    return waves + noise
+
+
+def compute_features(waves: Tensor, cfg: FeatureConfig, batch_size: int = 512) -> Tensor:
+    """``[N, num_samples]`` waveforms -> ``[N, 1, num_bins, num_frames]`` log-mel or MFCC features."""
+    if cfg.kind == "logmel":
+        transform: torch.nn.Module = torch.nn.Sequential(
+            torchaudio.transforms.MelSpectrogram(
+                sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels
+            ),
+            torchaudio.transforms.AmplitudeToDB(stype="power", top_db=cfg.top_db),
+        )
+    else:
+        transform = torchaudio.transforms.MFCC(
+            sample_rate=cfg.sample_rate,
+            n_mfcc=cfg.n_mfcc,
+            melkwargs={"n_fft": cfg.n_fft, "hop_length": cfg.hop_length, "n_mels": cfg.n_mels},
+        )
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, waves.shape[0], batch_size):
+            # [n, 1, L] input makes AmplitudeToDB apply top_db per recording, not per chunk.
+            spec = transform(waves[start : start + batch_size].unsqueeze(1))
+            chunks.append(spec)
+    if not chunks:
+        return torch.zeros(0, 1, cfg.num_bins, cfg.num_frames)
+    return torch.cat(chunks)
+
+
+@dataclass
+class Standardizer:
+    """Per-row (mel band) mean and std of features, fitted on the training split only."""
+
+    mean: Tensor
+    std: Tensor
+
+    @classmethod
+    def fit(cls, feats: Tensor) -> Standardizer:
+        """Fit on ``[N, 1, F, T]`` features: statistics per feature row ``F``."""
+        mean = feats.mean(dim=(0, 1, 3))
+        std = feats.std(dim=(0, 1, 3)).clamp_min(1e-5)
+        return cls(mean=mean, std=std)
+
+    def __call__(self, feats: Tensor) -> Tensor:
+        """``[N, 1, F, T]`` -> standardised ``[N, 1, F, T]``."""
+        return (feats - self.mean[:, None]) / self.std[:, None]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-able statistics."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}

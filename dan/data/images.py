@@ -1,0 +1,33 @@
+"""Reading image files of any size or colour mode into MNIST-shaped tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from dan.errors import DataFormatError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def read_image(path: Path, size: int = 28, invert_light_background: bool = True) -> Tensor:
+    """An image file -> ``[1, size, size]`` float in [0, 1], grayscale, bright strokes on dark.
+
+    Photos and scans of dark digits on white paper are inverted (judged by the border's mean), so they look
+    like MNIST. Unreadable or truncated files raise DataFormatError naming the file.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            gray = img.convert("L").resize((size, size), Image.Resampling.BILINEAR)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataFormatError(f"{path}: not a readable image ({exc}); replace or remove the file") from exc
+    x = torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8).view(1, size, size).float() / 255.0
+    if invert_light_background:
+        border = torch.cat([x[0, 0], x[0, -1], x[0, :, 0], x[0, :, -1]])
+        if border.mean() > 0.5:
+            x = 1.0 - x
+    return x

@@ -1,0 +1,1 @@
+"""Training machinery: config-driven trainer pieces, checkpoints, evaluation, distributed set-up, commands."""

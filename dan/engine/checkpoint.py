@@ -1,0 +1,221 @@
+"""Self-describing checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of tensors and plain Python values (no pickled classes)::
+
+    format, dan_version, config (resolved dict), model (state_dict), optimizer, scheduler, balancer,
+    scaler, rng {torch, cuda, python}, progress {epoch, step, batch, ...}, manifest_hash,
+    preprocessing, modalities, metrics
+
+:class:`CheckpointManager` keeps ``last.pt`` and ``best.pt`` of a run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dan.errors import CheckpointError
+
+FORMAT = "dan-checkpoint/1"
+LAST, BEST = "last.pt", "best.pt"
+
+
+def dan_version() -> str:
+    """The installed dan version."""
+    try:
+        return version("dan")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, ``os.replace``.
+
+    A failed write (full disk, read-only or unwritable folder) leaves any previous ``path`` untouched and
+    raises CheckpointError naming the path and the fix.
+    """
+    path = Path(path)
+    payload = {"format": FORMAT, "dan_version": dan_version(), **state}
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            writer = _Writer(f)
+            try:
+                torch.save(payload, writer)  # type: ignore[arg-type]
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None  # torch wraps the write's OSError (e.g. ENOSPC) in a RuntimeError
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise CheckpointError(_write_failure(path, exc)) from exc
+    except BaseException:
+        _discard(tmp)
+        raise
+    return path
+
+
+class _Writer:
+    """A binary file for ``torch.save`` that remembers the OSError a write raised."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _write_failure(path: Path, exc: OSError) -> str:
+    kept = "the previous checkpoint there is intact" if path.exists() else "no checkpoint was written"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"free space on the disk holding {path.parent} or set output_dir= to another disk"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = f"make {path.parent} writable or set output_dir= to a writable folder"
+    else:
+        fix = "set output_dir= to a writable folder with free space"
+    return f"could not write checkpoint {path} ({exc.strerror or exc}); {kept}. Fix: {fix}"
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises CheckpointError where the file is missing, truncated, not a dan checkpoint, or holds pickled
+    objects other than tensors and plain values (a file crafted to run code is refused, never executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; pass the path of a .pt file a run wrote")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()
+        detail = next(
+            (line for line in reason if "GLOBAL" in line or "Unsupported" in line),
+            reason[0] if reason else "",
+        )
+        raise CheckpointError(
+            f"{path}: refused to load: it holds pickled objects that are not plain tensors or values "
+            f"({detail.strip()}); only load checkpoints from sources you trust, re-saved with dan"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: unreadable or truncated checkpoint ({first}); use another copy"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not a dan checkpoint (format {found!r}, expected {FORMAT!r})")
+    return state
+
+
+def load_model_state(model: nn.Module, state_dict: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """Load ``state_dict`` into ``model`` strictly; a CheckpointError names every mismatched key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        for k in set(own) & set(state_dict)
+        if isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != own[k].shape
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_brief(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_brief(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches (checkpoint vs model) {_brief(shapes)}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit this model: {'; '.join(problems)}; build the model from the "
+            "checkpoint's own config (dan.load does) or train a new one"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _brief(items: list[str], limit: int = 6) -> str:
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the loop draws from: torch CPU, CUDA (where available) and Python's ``random``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"].cpu())
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class CheckpointManager:
+    """Keeps ``last.pt`` (every save) and ``best.pt`` (when ``metric`` improves) in ``run_dir``."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], mode: str = "max") -> None:
+        self.run_dir = Path(run_dir)
+        self.mode = mode
+        self.best: float | None = None
+
+    @property
+    def last_path(self) -> Path:
+        """Path of the latest checkpoint."""
+        return self.run_dir / LAST
+
+    @property
+    def best_path(self) -> Path:
+        """Path of the best checkpoint so far."""
+        return self.run_dir / BEST
+
+    def improves(self, value: float) -> bool:
+        """Whether ``value`` beats the best metric recorded so far."""
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def save(self, state: Mapping[str, Any], metric: float | None = None) -> bool:
+        """Write ``last.pt``; also ``best.pt`` when ``metric`` improves. Returns whether it was the best."""
+        is_best = metric is not None and self.improves(metric)
+        if is_best:
+            self.best = metric
+        save_checkpoint(self.last_path, {**state, "best_metric": self.best})
+        if is_best:
+            save_checkpoint(self.best_path, {**state, "best_metric": self.best})
+        return is_best

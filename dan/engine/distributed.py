@@ -1,0 +1,113 @@
+"""torchrun / DistributedDataParallel set-up: gloo on CPU, nccl on CUDA; rank 0 writes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from dan.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: ``rank`` of ``world_size``, its device, and whether it writes."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that logs and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """More than one process."""
+        return self.world_size > 1
+
+
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA (this rank's GPU) when available, else MPS, else CPU; explicit names are checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is visible; use device=auto or device=cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps but MPS is not available; use device=auto or device=cpu")
+    return device
+
+
+def setup(device: str = "auto") -> DistInfo:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = select_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def teardown() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
+    """DDP-wrap ``model`` (already on ``info.device``) when distributed; the model itself otherwise."""
+    if not info.distributed:
+        return model
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def all_reduce_sum(t: Tensor) -> Tensor:
+    """Sum of ``t`` over every rank (``t`` itself when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_flag(flag: bool, info: DistInfo) -> bool:
+    """Rank 0's ``flag`` on every rank (early stopping, NaN stop), so all ranks leave the loop together."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank."""
+    if info.distributed:
+        dist.barrier()
+
+
+def average_gradients(params: list[nn.Parameter], info: DistInfo) -> None:
+    """Average the gradients of parameters outside the DDP model (a learnable balancer's) over ranks."""
+    if not info.distributed:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= info.world_size

@@ -1,0 +1,115 @@
+"""Run loggers: the :class:`Logger` interface, a silent one and the console one (with ``metrics.jsonl``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from dan.errors import ConfigError
+
+
+class Logger:
+    """What a recipe reports to. Every method is a no-op here, so a logger overrides what it shows."""
+
+    def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
+        """Per-step scalars: losses, balancer weights, lr, throughput (``{name: value}``)."""
+
+    def log_validation(
+        self, metrics: Mapping[str, float], result: Any, step: int, samples: list[dict[str, Any]]
+    ) -> None:
+        """A validation: scalar ``metrics``, the full :class:`EvalResult` and misclassified ``samples``."""
+
+    def log_checkpoint(self, path: Path, aliases: list[str], metadata: Mapping[str, Any]) -> None:
+        """A checkpoint was written to ``path``."""
+
+    def message(self, text: str) -> None:
+        """A line of text for the human watching."""
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        """End of run with its final ``summary``."""
+
+
+class NullLogger(Logger):
+    """``logger=none``: reports nothing."""
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
+
+
+class ConsoleLogger(Logger):
+    """``logger=console``: lines on stderr (through tqdm, so bars stay intact) and ``metrics.jsonl``."""
+
+    def __init__(self, run_dir: Path | None = None, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.file = None if run_dir is None else Path(run_dir) / "metrics.jsonl"
+        if self.file is not None:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+
+    def _write(self, record: Mapping[str, Any]) -> None:
+        if self.file is not None:
+            with self.file.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
+        """Print one line of step scalars (unless quiet) and append them to ``metrics.jsonl``."""
+        self._write({"step": step, **metrics})
+        if not self.quiet:
+            tqdm.write(f"step {step} " + " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+
+    def log_validation(
+        self, metrics: Mapping[str, float], result: Any, step: int, samples: list[dict[str, Any]]
+    ) -> None:
+        """Print the validation scalars (always: they are the run's result) and append them to the file."""
+        self._write({"step": step, **metrics})
+        tqdm.write(f"step {step} " + " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+
+    def log_checkpoint(self, path: Path, aliases: list[str], metadata: Mapping[str, Any]) -> None:
+        """Note the checkpoint on the console (also when quiet: where a run can be resumed from matters)."""
+        tqdm.write(f"checkpoint saved {path} ({', '.join(aliases)}) step={metadata.get('step')}")
+
+    def message(self, text: str) -> None:
+        """Print ``text``."""
+        tqdm.write(text)
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        """Append the summary to the file."""
+        self._write({"summary": dict(summary)})
+
+
+def build_logger(
+    name: str,
+    *,
+    run_dir: Path,
+    quiet: bool,
+    config: Mapping[str, Any],
+    wandb_cfg: Mapping[str, Any],
+    run_name: str,
+    is_main: bool = True,
+) -> Logger:
+    """The logger named by the ``logger`` key; ranks other than 0 get a :class:`NullLogger`."""
+    if not is_main or name == "none":
+        return NullLogger()
+    console = ConsoleLogger(run_dir, quiet=quiet)
+    if name == "console":
+        return console
+    if name == "wandb":
+        from dan.logging.wandb_logger import WandbLogger
+
+        try:
+            return WandbLogger(
+                config=config, wandb_cfg=wandb_cfg, run_dir=run_dir, run_name=run_name, console=console
+            )
+        except Exception as exc:  # W&B must never stop training
+            warnings.warn(
+                f"W&B could not start ({type(exc).__name__}: {exc}); logging to the console only",
+                stacklevel=2,
+            )
+            return console
+    raise ConfigError(f"logger={name!r} is not valid; valid choices: none, console, wandb")

@@ -1,0 +1,26 @@
+"""Modality loss balancers: one module per strategy, all registered in ``BALANCERS``.
+
+``build_balancer("gradnorm", modalities)`` or ``build_balancer({"name": "ogm_ge", "alpha": 0.5}, mods)``.
+"""
+
+from dan.losses.balancers.base import BALANCERS, FUSED, Balancer, build_balancer, register_balancer
+from dan.losses.balancers.gradient_blend import GradientBlendBalancer, blend_weights, multibench_weights
+from dan.losses.balancers.gradnorm import GradNormBalancer
+from dan.losses.balancers.ogm_ge import OGMGEBalancer
+from dan.losses.balancers.static import StaticBalancer
+from dan.losses.balancers.uncertainty import UncertaintyBalancer
+
+__all__ = [
+    "BALANCERS",
+    "FUSED",
+    "Balancer",
+    "GradNormBalancer",
+    "GradientBlendBalancer",
+    "OGMGEBalancer",
+    "StaticBalancer",
+    "UncertaintyBalancer",
+    "blend_weights",
+    "build_balancer",
+    "multibench_weights",
+    "register_balancer",
+]

@@ -1,0 +1,139 @@
+"""The ``Balancer`` contract, the ``BALANCERS`` registry and config checks shared by every strategy.
+
+A balancer turns the fused-head loss ``L_f`` and the auxiliary-head losses ``{m: L_m}`` into one
+objective (``combine``), may rework gradients between ``backward`` and ``optimizer.step``
+(``after_backward``), may re-estimate its weights once per epoch (``on_epoch_end``), and reports its
+current per-head weights or coefficients for logging (``weights``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dan.errors import ConfigError
+from dan.registry import Registry
+
+FUSED = "fused"
+
+BALANCERS: Registry[Balancer] = Registry("balancers")
+
+
+def register_balancer(name: str) -> Callable[[Callable[..., Balancer]], Callable[..., Balancer]]:
+    """Decorator: ``@register_balancer("name")`` on a ``Balancer`` subclass."""
+    return BALANCERS.register(name)
+
+
+class Balancer(nn.Module):
+    """Base class: static behaviour with every head weighted 1; subclasses override what they change.
+
+    Attributes:
+        modalities: sorted modality names.
+        heads: ``("fused", *modalities)``, the order of every per-head vector a balancer keeps.
+        needs_heldout: True where ``on_epoch_end`` needs held-out losses, so the trainer holds out a slice.
+    """
+
+    name = "balancer"
+    needs_heldout: bool = False
+
+    def __init__(self, modalities: Sequence[str]) -> None:
+        super().__init__()
+        self.modalities = check_modalities(self.name, modalities)
+        self.heads: tuple[str, ...] = (FUSED, *self.modalities)
+
+    def combine(
+        self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], *, model: nn.Module, output: Any
+    ) -> Tensor:
+        """The scalar objective to backward from scalar losses ``L_f`` and ``{m: L_m}``."""
+        return stack_losses(self, fused_loss, modality_losses)[1].sum()
+
+    def after_backward(self, model: nn.Module, output: Any, batch: Mapping[str, Tensor], epoch: int) -> None:
+        """Gradient-side work after ``loss.backward()`` and before ``optimizer.step()``; none by default."""
+
+    def on_epoch_end(
+        self, epoch: int, train_losses: Mapping[str, float], heldout_losses: Mapping[str, float]
+    ) -> None:
+        """Per-head mean losses of the epoch (keys ``fused`` and each modality); unused by default."""
+
+    def weights(self) -> dict[str, float]:
+        """Current per-head weights or coefficients, same keys every call."""
+        return dict.fromkeys(self.heads, 1.0)
+
+
+def stack_losses(
+    balancer: Balancer, fused_loss: Tensor, modality_losses: Mapping[str, Tensor]
+) -> tuple[list[int], Tensor]:
+    """Indices into ``balancer.heads`` of the losses given, and those losses stacked ``[H]``.
+
+    A modality absent from the batch may be absent from ``modality_losses``; a name the balancer was not
+    built for is a ConfigError.
+    """
+    unknown = sorted(set(modality_losses) - set(balancer.modalities))
+    if unknown:
+        raise ConfigError(
+            f"balancer {balancer.name!r} got losses for unknown modalities {unknown}; it was built for "
+            f"{list(balancer.modalities)}: build it with the model's modalities"
+        )
+    index = [0] + [i for i, m in enumerate(balancer.heads) if m in modality_losses]
+    losses = [fused_loss] + [modality_losses[balancer.heads[i]] for i in index[1:]]
+    return index, torch.stack([loss.reshape(()) for loss in losses])
+
+
+def check_modalities(name: str, modalities: Sequence[str]) -> tuple[str, ...]:
+    """Sorted, unique, non-empty modality names other than ``fused``."""
+    if isinstance(modalities, str) or not modalities:
+        raise ConfigError(
+            f"balancer {name!r}: modalities must be a non-empty list of names, got {modalities!r}"
+        )
+    mods = tuple(sorted(str(m) for m in modalities))
+    if len(set(mods)) != len(mods) or FUSED in mods:
+        raise ConfigError(
+            f"balancer {name!r}: modalities {list(mods)} must be unique and must not be named {FUSED!r}"
+        )
+    return mods
+
+
+def check_number(name: str, key: str, value: Any, *, low: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a float, checked ``>= low`` (``> low`` if ``strict``); a ConfigError names ``key``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"balancer {name!r}: {key} must be a number, got {value!r}") from None
+    if number != number or (number <= low if strict else number < low):
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        raise ConfigError(f"balancer {name!r}: {key} must be {bound}, got {value!r}; set balancer.{key}")
+    return number
+
+
+def check_int(name: str, key: str, value: Any, *, low: int) -> int:
+    """``value`` as an int ``>= low``; a ConfigError names ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(
+            f"balancer {name!r}: {key} must be an integer >= {low}, got {value!r}; set balancer.{key}"
+        )
+    return value
+
+
+def build_balancer(name_or_cfg: str | Mapping[str, Any], modalities: Sequence[str]) -> Balancer:
+    """Build a balancer from its name, or from a mapping (dict or OmegaConf) ``{"name": ..., **config}``."""
+    if isinstance(name_or_cfg, str):
+        name, config = name_or_cfg, {}
+    else:
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(name_or_cfg, DictConfig):
+                name_or_cfg = OmegaConf.to_container(name_or_cfg, resolve=True)  # type: ignore[assignment]
+        except ImportError:  # pragma: no cover - omegaconf is a dependency
+            pass
+        if not isinstance(name_or_cfg, Mapping) or "name" not in name_or_cfg:
+            raise ConfigError(
+                f"balancer config {name_or_cfg!r} has no 'name'; set balancer.name to one of "
+                f"{', '.join(BALANCERS.names())}"
+            )
+        config = {str(k): v for k, v in name_or_cfg.items() if k != "name"}
+        name = str(name_or_cfg["name"])
+    return BALANCERS.build(name, modalities=modalities, **config)

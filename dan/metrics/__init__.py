@@ -1,0 +1,1 @@
+"""Evaluation metrics beyond accuracy: verification (ROC, EER, thresholds) and retrieval."""

@@ -1,0 +1,9 @@
+"""Modality towers: ``raw input -> tokens [B, N, D]``, registered by name in :data:`TOWERS`."""
+
+from __future__ import annotations
+
+from dan.models.towers.audio import AudioCNN, AudioTCN
+from dan.models.towers.image import ImageCNN, ImageResNet
+from dan.models.towers.registry import TOWERS, build_tower, register_tower
+
+__all__ = ["TOWERS", "AudioCNN", "AudioTCN", "ImageCNN", "ImageResNet", "build_tower", "register_tower"]

@@ -1,0 +1,112 @@
+"""Audio towers: log-mel spectrograms ``[B, 1, n_mels, T]`` -> time tokens ``[B, T', D]``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from einops import rearrange
+from torch import Tensor, nn
+
+from dan.errors import ConfigError
+from dan.models.towers.image import conv_pool_stages, to_memory_format, use_channels_last
+from dan.models.towers.registry import check_input, positive_ints, register_tower
+
+
+@register_tower("audio_cnn")
+class AudioCNN(nn.Module):
+    """2-D CNN over the spectrogram: per stage ``conv3x3-BN-ReLU-maxpool2``, then each remaining time
+    step's ``(channel, mel)`` column is projected to one token.
+
+    ``[B, in_channels, n_mels, T] -> [B, T // 2**S, dim]`` for ``S = len(channels)`` stages.
+    ``channels_last`` stores the feature maps channels-last (same results, faster convolutions).
+    """
+
+    def __init__(
+        self,
+        n_mels: int = 40,
+        dim: int = 64,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32),
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        channels = positive_ints("audio_cnn", "channels", channels)
+        bins = n_mels // 2 ** len(channels)
+        if bins < 1:
+            raise ConfigError(
+                f"tower 'audio_cnn': n_mels={n_mels} is too small for {len(channels)} pooling stages; "
+                "raise n_mels or use fewer channels entries"
+            )
+        self.n_mels, self.in_channels, self.out_dim = n_mels, in_channels, dim
+        self.features = conv_pool_stages(in_channels, channels)
+        self.proj = nn.Linear(channels[-1] * bins, dim)
+        self.channels_last = use_channels_last(self, channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [B, in_channels, n_mels, T]`` -> time tokens ``[B, T // 2**S, dim]``."""
+        check_input(
+            "audio_cnn", x, "[B, in_channels, n_mels, T]", 4, [(1, self.in_channels), (2, self.n_mels)]
+        )
+        fmap = self.features(to_memory_format(x, self.channels_last))
+        return self.proj(rearrange(fmap, "b c f t -> b t (c f)"))
+
+
+@register_tower("audio_tcn")
+class AudioTCN(nn.Module):
+    """Temporal convolution network over mel frames: the mel bins are the input channels of a stack of
+    residual dilated ``Conv1d-BN-ReLU`` blocks (dilation 1, 2, 4, ...), then a ``pool``-fold max-pool
+    over time and a 1x1 projection.
+
+    ``[B, 1, n_mels, T]`` (or ``[B, n_mels, T]``) ``-> [B, T // pool, dim]``.
+    """
+
+    def __init__(
+        self,
+        n_mels: int = 40,
+        dim: int = 64,
+        channels: int = 64,
+        layers: int = 3,
+        kernel_size: int = 3,
+        pool: int = 2,
+    ) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ConfigError(f"tower 'audio_tcn': kernel_size must be odd and positive, got {kernel_size}")
+        if layers < 0 or pool < 1 or channels < 1:
+            raise ConfigError(
+                f"tower 'audio_tcn': need layers >= 0, pool >= 1, channels >= 1; got {layers}, {pool}, {channels}"
+            )
+        self.n_mels, self.out_dim = n_mels, dim
+        self.stem = nn.Sequential(
+            nn.Conv1d(n_mels, channels, kernel_size, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(inplace=True),
+        )
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv1d(
+                    channels,
+                    channels,
+                    kernel_size,
+                    padding=2**i * (kernel_size // 2),
+                    dilation=2**i,
+                    bias=False,
+                ),
+                nn.BatchNorm1d(channels),
+                nn.ReLU(inplace=True),
+            )
+            for i in range(layers)
+        )
+        self.pool = nn.MaxPool1d(pool) if pool > 1 else nn.Identity()
+        self.proj = nn.Conv1d(channels, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [B, 1, n_mels, T]`` or ``[B, n_mels, T]`` -> time tokens ``[B, T // pool, dim]``."""
+        if x.dim() == 4:
+            check_input("audio_tcn", x, "[B, 1, n_mels, T]", 4, [(1, 1), (2, self.n_mels)])
+            x = rearrange(x, "b 1 f t -> b f t")
+        check_input("audio_tcn", x, "[B, 1, n_mels, T] or [B, n_mels, T]", 3, [(1, self.n_mels)])
+        h = self.stem(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return rearrange(self.proj(self.pool(h)), "b d t -> b t d")

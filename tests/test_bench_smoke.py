@@ -1,0 +1,88 @@
+"""bench/report.py turns result JSON into docs/benchmarks.md: targets met or missed by how much, and a
+section per benchmark (the benchmarks themselves run by hand, never in CI)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import report  # noqa: E402
+
+MACHINE = {
+    "cpu": "Test CPU",
+    "cores": 2,
+    "torch": "2.x",
+    "python": "3.11",
+    "date": "2026-01-01 00:00",
+    "load_avg_1m": 0.1,
+}
+
+
+def write(folder: Path, name: str, body: dict) -> None:
+    (folder / f"{name}.json").write_text(json.dumps({"benchmark": name, "machine": MACHINE, **body}))
+
+
+def test_verdict_states_misses_by_how_much() -> None:
+    assert report.verdict(12.0, 30.0, lower_is_better=True) == "met"
+    assert (
+        report.verdict(45.0, 30.0, lower_is_better=True, unit=" s")
+        == "**missed** by 15 s (50% of the target)"
+    )
+    assert (
+        report.verdict(1.5, 3.0, lower_is_better=False, unit="x") == "**missed** by 1.5x (50% of the target)"
+    )
+    assert report.verdict(None, 3.0, lower_is_better=False) == "not measured"
+
+
+@pytest.mark.parametrize("reached", [True, False])
+def test_render_lists_targets_and_sections(tmp_path: Path, reached: bool) -> None:
+    runs = [
+        {
+            "seed": i,
+            "import_s": 2.0,
+            "ready_s": 3.0,
+            "reached": reached,
+            "time_to_accuracy_s": t if reached else None,
+            "final_test_acc": 0.995 if reached else 0.98,
+            "epochs": [{"epoch": 1, "s": t, "test_acc": 0.995 if reached else 0.98}],
+        }
+        for i, t in enumerate([20.0, 25.0, 40.0])
+    ]
+    write(
+        tmp_path,
+        "time_to_accuracy",
+        {
+            "config": "avmnist_fast",
+            "overrides": [],
+            "threads": 2,
+            "target_acc": 0.993,
+            "target_s": 30.0,
+            "runs": runs,
+            "all_reached": reached,
+            "median_s": 25.0 if reached else None,
+            "command": "python bench/time_to_accuracy.py",
+        },
+    )
+    write(
+        tmp_path,
+        "data_cache_clean",
+        {
+            "build_s": [9.0, 10.0, 11.0],
+            "reload_s": [1.2, 1.5, 1.4],
+            "build_median_s": 10.0,
+            "reload_median_s": 1.4,
+            "command": "python bench/data_cache.py",
+        },
+    )
+    page = report.render(tmp_path)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in page.splitlines() if line.startswith("| ")}
+    tta = rows["time to 99.3% fused test acc (avmnist_fast)"]
+    assert ("25 s median" in tta and tta.endswith("| met |")) if reached else "not every run reached" in tta
+    assert rows["AV-MNIST cache build"].endswith("| met |")
+    assert "**missed** by 0.4 s (40% of the target)" in rows["AV-MNIST cache reload"]
+    assert "- command: `python bench/data_cache.py`" in page
+    assert "_not run yet: no throughput.json_" in page

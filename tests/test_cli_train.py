@@ -1,0 +1,149 @@
+"""``dan train``, ``python recipes/<name>.py`` and ``dan recipes`` end to end on tiny synthetic runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_runs import tiny_run
+
+from dan.cli import main
+from dan.engine.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = tiny_run()
+
+
+def _results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_dan_train_writes_checkpoints_and_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "quickstart", *TINY, f"output_dir={tmp_path}", "run_name=a"]) == 0
+    run = tmp_path / "a"
+    res = _results(run)["summary"]
+    assert res["data_source"] == "synthetic" and res["epochs"] == 2 and res["steps"] == 12
+    assert 0.0 <= res["test/acc"] <= 1.0 and {"test/acc_image", "test/acc_audio"} <= set(res)
+    last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
+    assert last["progress"]["epoch"] == 2 and last["config"]["train"]["epochs"] == 2
+    assert last["manifest_hash"] and last["preprocessing"]["image"]["size"] == 28
+    assert best["best_metric"] == max(h["val/acc"] for h in _results(run)["history"])
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if "train/loss" in r]
+    assert [r["step"] for r in steps] == [2, 4, 6, 8, 10, 12]
+    assert {
+        "train/loss_fused",
+        "train/loss_image",
+        "train/loss_audio",
+        "balancer/fused",
+        "lr",
+        "samples_per_s",
+    } <= set(steps[0])
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path) -> None:
+    for name, seed in (("x", 0), ("y", 0), ("z", 1)):
+        assert (
+            main(["train", "quickstart", *TINY, f"output_dir={tmp_path}", f"run_name={name}", f"seed={seed}"])
+            == 0
+        )
+    x, y, z = (_results(tmp_path / n)["history"] for n in "xyz")
+    assert x == y
+    assert x != z
+
+
+def test_bad_override_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "quickstart", "optimizer.lr=-0.1", f"output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "dan train: error: optimizer.lr must be > 0, got -0.1"
+    assert not any(tmp_path.iterdir())
+
+
+def test_print_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "quickstart", "train.epochs=9", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 9" in out and "recipe: avmnist_fusion" in out
+
+
+def test_dan_recipes_lists_recipes_and_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("avmnist_fusion: AV-MNIST fusion")
+    for name in (
+        "avmnist_concat_offline",
+        "avmnist_attention_offline",
+        "avmnist_concat_hard_offline",
+        "avmnist_concat_full",
+        "quickstart",
+        "unimodal:",
+        "image_only",
+        "audio_only",
+    ):
+        assert name in out
+
+
+def test_recipe_script_runs_directly(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        str(REPO / "recipes" / "avmnist_fusion.py"),
+        "--config",
+        "quickstart",
+        *TINY,
+        "train.epochs=1",
+        f"output_dir={tmp_path}",
+        "run_name=s",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _results(tmp_path / "s")["summary"]["epochs"] == 1
+    bad = subprocess.run(
+        [*cmd[:2], "--config", "quickstart", "train.nope=1"], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2 and "unknown config key 'train.nope'" in bad.stderr
+
+
+def test_unimodal_recipe_rejects_two_towers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "quickstart", "recipe=unimodal", *TINY, f"output_dir={tmp_path}"]) == 2
+    assert "a unimodal baseline needs exactly one tower" in capsys.readouterr().err
+
+
+def test_unimodal_recipe_on_synthetic(tmp_path: Path) -> None:
+    text = (REPO / "recipes" / "configs" / "quickstart.yaml").read_text()
+    config = tmp_path / "img.yaml"
+    config.write_text(
+        text.replace("recipe: avmnist_fusion", "recipe: unimodal").replace(
+            "    audio: {name: audio_cnn, n_mels: 40}\n", ""
+        )
+    )
+    assert main(["train", str(config), *TINY, f"output_dir={tmp_path}", "run_name=u"]) == 0
+    res = _results(tmp_path / "u")["summary"]
+    assert "test/acc_image" in res and "test/acc_audio" not in res
+
+
+@pytest.mark.slow
+def test_compiled_run_matches_eager_and_saves_plain_keys(tmp_path: Path) -> None:
+    """``train.compile=true`` trains the same model as eager (same seed) and its checkpoint loads unchanged."""
+    for name, compiled in (("eager", "false"), ("compiled", "true")):
+        args = [
+            *TINY,
+            "train.epochs=1",
+            f"train.compile={compiled}",
+            f"output_dir={tmp_path}",
+            f"run_name={name}",
+        ]
+        assert main(["train", "quickstart", *args]) == 0
+    eager, compiled = (load_checkpoint(tmp_path / n / "last.pt")["model"] for n in ("eager", "compiled"))
+    assert eager.keys() == compiled.keys() and not any("_orig_mod" in k for k in compiled)
+    worst = max((eager[k].float() - compiled[k].float()).abs().max().item() for k in eager)
+    assert worst < 1e-3
+    assert (
+        abs(
+            _results(tmp_path / "eager")["summary"]["test/acc"]
+            - _results(tmp_path / "compiled")["summary"]["test/acc"]
+        )
+        <= 0.05
+    )

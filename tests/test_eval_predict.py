@@ -1,0 +1,145 @@
+"""``dan.load``, ``dan eval`` and ``dan predict`` on a checkpoint of a tiny synthetic run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_runs import tiny_run
+
+import dan
+from dan.cli import main
+from dan.data.synthetic import build_synthetic, glyphs
+from dan.errors import CheckpointError
+
+TINY = tiny_run({"data.n_train": 200, "train.epochs": 3, "train.log_every": None, "optimizer.lr": 0.01})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    torch.set_num_threads(1)
+    assert main(["train", "quickstart", *TINY, f"output_dir={out}", "run_name=r"]) == 0
+    return out / "r"
+
+
+def test_load_gives_eval_model_matching_training(run_dir: Path) -> None:
+    loaded = dan.load(run_dir / "best.pt")
+    assert not loaded.training and not loaded.model.training
+    assert loaded.modalities == ["audio", "image"]
+    split = build_synthetic({"n_train": 200, "n_val": 60, "n_test": 60})["test"]
+    batch = split.batch(torch.arange(len(split)))
+    with torch.no_grad():
+        acc = float((loaded(batch).logits.argmax(-1) == batch["label"]).float().mean())
+    summary = json.loads((run_dir / "results.json").read_text())["summary"]
+    assert acc == pytest.approx(summary["test/acc"], abs=1e-6)
+    # preprocessing reproduces the data's normalisation
+    raw = glyphs()[3].unsqueeze(0)
+    prep = loaded.preprocessing.spec["image"]
+    assert torch.allclose(loaded.preprocessing.image(raw), ((raw - prep["mean"]) / prep["std"]).unsqueeze(0))
+
+
+def test_load_refuses_mismatch(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        dan.load(tmp_path / "none.pt")
+
+
+def test_eval_writes_json_and_plots(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ev"
+    assert main(["eval", str(run_dir / "best.pt"), "eval.noise_levels=[0.0,3.0]", "--out", str(out)]) == 0
+    report = json.loads((out / "eval_test.json").read_text())
+    summary = json.loads((run_dir / "results.json").read_text())["summary"]
+    assert report["acc"] == pytest.approx(summary["test/acc"], abs=1e-6)
+    assert report["num_samples"] == 60 and sum(map(sum, report["confusion"])) == 60
+    assert len(report["per_class_acc"]) == 10 and set(report["modality_acc"]) == {"audio", "image"}
+    assert set(report["acc_without"]) == {"audio", "image"}
+    assert [p["std"] for p in report["noise"]["image"]] == [0.0, 3.0]
+    assert report["noise"]["audio"][0]["acc"] == pytest.approx(report["acc"])
+    for name in ("confusion_test.png", "per_class_test.png", "noise_test.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert "SYNTHETIC" in capsys.readouterr().out
+
+
+def test_eval_other_split_and_bad_override(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "eval",
+                str(run_dir / "best.pt"),
+                "eval.split=val",
+                "eval.noise_levels=[0.0]",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "eval_val.json").read_text())["split"] == "val"
+    assert main(["eval", str(run_dir / "best.pt"), "optimizer.lr=1"]) == 2
+    assert "dan eval overrides may only change data, eval" in capsys.readouterr().err
+    assert main(["eval", str(run_dir / "best.pt"), "eval.split=dev"]) == 2
+    assert "valid choices: train, val, test" in capsys.readouterr().err
+
+
+def test_predict_image_any_size_and_mode(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an RGB, 80x64, dark-on-white rendering of the glyph for 1
+    glyph = (glyphs()[1].numpy() * 255).astype(np.uint8)
+    img = Image.fromarray(255 - glyph).resize((64, 80)).convert("RGB")
+    path = tmp_path / "one.png"
+    img.save(path)
+    assert main(["predict", str(run_dir / "best.pt"), "--image", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["used"] == ["image"] and set(result["modalities"]) == {"image"}
+    assert 0 <= result["digit"] <= 9 and math.isclose(sum(result["probs"]), 1.0, rel_tol=1e-4)
+    assert result["probability"] == pytest.approx(max(result["probs"]), abs=1e-5)
+
+
+def test_predict_audio_waveform_any_rate_and_channels(run_dir: Path) -> None:
+    loaded = dan.load(run_dir / "best.pt")
+    t = torch.arange(16000) / 16000
+    stereo = torch.stack([torch.sin(2 * math.pi * 440 * t), torch.sin(2 * math.pi * 660 * t)])
+    r = loaded.predict(audio=(stereo, 16000))
+    assert r["used"] == ["audio"] and set(r["modalities"]) == {"audio"}
+    feats = loaded.preprocessing.audio(stereo, 16000)
+    assert feats.shape == (1, 1, 40, 63)
+
+
+def test_predict_wav_file(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("dan.data.fsdd", reason="dan.data.fsdd (read_wav) not available yet")
+    import soundfile as sf
+
+    path = tmp_path / "tone.wav"
+    t = np.arange(22050) / 22050
+    sf.write(path, np.stack([np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 500 * t)], axis=1) * 0.5, 22050)
+    assert (
+        main(
+            [
+                "predict",
+                str(run_dir / "best.pt"),
+                "--audio",
+                str(path),
+                "--image",
+                str(tmp_path / "missing.png"),
+                "--json",
+            ]
+        )
+        == 2
+    )
+    assert main(["predict", str(run_dir / "best.pt"), "--audio", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["used"] == ["audio"]
+
+
+def test_predict_needs_an_input(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(run_dir / "best.pt")]) == 2
+    assert "give --image PATH and/or --audio PATH" in capsys.readouterr().err

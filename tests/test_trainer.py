@@ -1,0 +1,148 @@
+"""Trainer pieces: optimiser and scheduler from config, early stopping, held-out split, NaN stop,
+gradient clipping, and a balancer that needs held-out losses driven by the recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_runs import tiny_run
+
+import dan.engine.trainer as T
+from dan.cli import main
+from dan.config import load_config
+from dan.data.synthetic import build_synthetic
+from dan.engine.checkpoint import load_checkpoint
+from dan.engine.recipes import load_recipe
+from dan.errors import ConfigError
+
+TINY = tiny_run()
+
+
+def _params() -> list[torch.nn.Parameter]:
+    return [torch.nn.Parameter(torch.ones(3))]
+
+
+def test_optimizers_and_schedulers_from_config() -> None:
+    cfg = load_config("quickstart", ["optimizer.name=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.5"])
+    opt = T.build_optimizer(_params(), cfg.optimizer)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.5
+    assert opt.param_groups[0]["nesterov"] is True
+    adam = T.build_optimizer(_params(), load_config("quickstart").optimizer)
+    assert isinstance(adam, torch.optim.AdamW) and adam.param_groups[0]["weight_decay"] == 0.01
+
+    one = T.build_scheduler(adam, load_config("quickstart").scheduler, total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(T.current_lr(adam))
+        adam.step()
+        one.step()
+    assert max(lrs) == pytest.approx(0.003, rel=0.02) and lrs[0] < 0.001 and lrs[-1] < lrs[3]
+    sgd = T.build_optimizer(_params(), cfg.optimizer)
+    cos = T.build_scheduler(
+        sgd, load_config("quickstart", ["scheduler.name=cosine", "scheduler.min_lr=0.01"]).scheduler, 4
+    )
+    for _ in range(4):
+        sgd.step()
+        cos.step()
+    assert T.current_lr(sgd) == pytest.approx(0.01)
+    assert T.build_scheduler(sgd, {"name": "none"}, 4) is None
+
+
+def test_early_stopping() -> None:
+    stop = T.EarlyStopping(patience=2, mode="max")
+    assert [stop.step(v) for v in (0.5, 0.6, 0.6, 0.55)] == [False, False, False, True]
+    again = T.EarlyStopping(patience=2, mode="max")
+    again.load_state_dict(stop.state_dict())
+    assert again.best == 0.6 and again.bad_epochs == 2
+    never = T.EarlyStopping(patience=0, mode="min")
+    assert not any(never.step(v) for v in (1.0, 2.0, 3.0))
+
+
+def test_early_stopping_ends_the_run(tmp_path: Path) -> None:
+    args = [
+        "train.epochs=6",
+        "train.early_stopping.patience=1",
+        "train.early_stopping.metric=val/loss",
+        "train.early_stopping.mode=min",
+        "optimizer.lr=1e-9",
+        "scheduler.name=none",
+    ]
+    assert main(["train", "quickstart", *TINY, *args, f"output_dir={tmp_path}", "run_name=es"]) == 0
+    summary = json.loads((tmp_path / "es" / "results.json").read_text())["summary"]
+    assert summary["epochs"] < 6  # a learning rate of 1e-9 cannot improve the loss for long
+
+
+def test_clip_gradients() -> None:
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.full((4,), 3.0)
+    assert T.clip_gradients([p], 1.0) == pytest.approx(6.0)
+    assert float(p.grad.norm()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_split_heldout_is_disjoint_and_seeded() -> None:
+    split = build_synthetic({"n_train": 50, "n_val": 10, "n_test": 10})["train"]
+    train, held = T.split_heldout(split, 0.2, seed=3)
+    assert len(train) == 40 and len(held) == 10 and held.name == "train-heldout"
+    rows = {tuple(r) for r in train.pairs.tolist()}
+    assert not rows & {tuple(r) for r in held.pairs.tolist()}
+    assert torch.equal(T.split_heldout(split, 0.2, seed=3)[1].pairs, held.pairs)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = T.head_losses
+    calls = {"n": 0}
+
+    def poisoned(output, labels):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        fused, per = real(output, labels)
+        return (fused * float("nan"), per) if calls["n"] == 9 else (fused, per)
+
+    monkeypatch.setattr(T, "head_losses", poisoned)
+    cfg = load_config(
+        "quickstart", [*TINY, "train.checkpoint_every=4", f"output_dir={tmp_path}", "run_name=nan"]
+    )
+    with pytest.raises(
+        T.NonFiniteLossError, match=r"loss is nan at epoch 1 step 8 .*last good checkpoint is .*last\.pt"
+    ):
+        load_recipe("avmnist_fusion").main(cfg)
+    state = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert state["progress"]["step"] == 8
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_gradient_blend_holds_out_data_and_updates_weights(tmp_path: Path) -> None:
+    args = [
+        "balancer.name=gradient_blend",
+        "train.epochs=3",
+        "train.heldout_fraction=0.25",
+        f"output_dir={tmp_path}",
+        "run_name=gb",
+    ]
+    assert main(["train", "quickstart", *TINY, *args]) == 0
+    records = [json.loads(x) for x in (tmp_path / "gb" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "balancer/fused" in r]
+    assert len(steps[-1]) and steps[0]["balancer/fused"] == pytest.approx(1 / 3)
+    assert steps[-1]["balancer/fused"] != pytest.approx(1 / 3)  # re-estimated after epoch 2
+    # 90 of 120 pairs are trained on: 5 batches of 20 per epoch
+    assert json.loads((tmp_path / "gb" / "results.json").read_text())["summary"]["steps"] == 15
+
+
+def test_global_batch_must_split_over_ranks() -> None:
+    from dan.engine.distributed import DistInfo
+
+    cfg = load_config("quickstart", [*TINY, "train.batch_size=20"])
+    with pytest.raises(ConfigError, match="train.batch_size=20 must divide by the 3 processes"):
+        load_recipe("avmnist_fusion").FusionRecipe(cfg, DistInfo(rank=0, world_size=3))
+
+
+def test_resume_on_other_data_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = [*TINY, "train.epochs=1", f"output_dir={tmp_path}"]
+    assert main(["train", "quickstart", *common, "run_name=a"]) == 0
+    last = tmp_path / "a" / "last.pt"
+    assert main(["train", "quickstart", *common, "run_name=b", "data.seed=5", f"resume={last}"]) == 2
+    assert "the checkpoint was trained on other data (manifest hash differs)" in capsys.readouterr().err
