@@ -56,7 +56,8 @@ class FusionRecipe:
         train_split = self.splits["train"]
         self.model = build_model(cfg.model).to(info.device)
         if tc.compile:
-            self.model.compile()
+            # Static shapes: one graph per batch size; automatic dynamic shapes trip an inductor bug in torch 2.11.
+            self.model.compile(dynamic=False)
         self.modalities = list(self.model.modalities)
         self.balancer = build_balancer(cfg.balancer, self.modalities).to(info.device)
         self.heldout = None

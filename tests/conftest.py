@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,10 @@ def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compile_cache() -> Iterator[None]:
+    """Forget torch.compile's per-function shape history, so one test's compiled sizes never change another's graph."""
+    yield
+    torch._dynamo.reset()
