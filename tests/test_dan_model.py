@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tiny_models import tiny_model_cfg
 from torch import nn
 
 from dan.errors import ConfigError, DataFormatError
@@ -15,19 +16,8 @@ FUSIONS = ["attention", "concat", "film", "gated", "sum"]
 
 
 def tiny_cfg(**model: object) -> dict:
-    cfg = {
-        "num_classes": 5,
-        "dim": 16,
-        "towers": {
-            "image": {"name": "image_cnn", "channels": [4, 8], "grid": 3},
-            "audio": {"name": "audio_cnn", "n_mels": 16, "channels": [4, 8]},
-        },
-        "trunk": {"name": "mlp", "share": True},
-        "fusion": {"name": "concat"},
-        "head": {"hidden": 0},
-    }
-    cfg.update(model)
-    return {"model": cfg}
+    defaults = {"trunk": {"name": "mlp", "share": True}, "fusion": {"name": "concat"}, "head": {"hidden": 0}}
+    return {"model": tiny_model_cfg(**{**defaults, **model})}
 
 
 def make_batch(b: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:

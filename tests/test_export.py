@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import tiny_model_cfg
 from torch.export import Dim
 
 from dan.models import build_model
@@ -11,16 +12,11 @@ from dan.models import build_model
 
 def tiny_model(fusion: str, trunk: str = "mlp") -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = {
-        "num_classes": 4,
-        "dim": 16,
-        "towers": {
-            "image": {"name": "image_cnn", "channels": [4, 8], "grid": 3},
-            "audio": {"name": "audio_cnn", "n_mels": 16, "channels": [4, 8]},
-        },
-        "trunk": {"name": trunk, **({"heads": 2, "depth": 1} if trunk == "transformer" else {})},
-        "fusion": {"name": fusion, **({"heads": 2} if fusion == "attention" else {})},
-    }
+    cfg = tiny_model_cfg(
+        num_classes=4,
+        trunk={"name": trunk, **({"heads": 2, "depth": 1} if trunk == "transformer" else {})},
+        fusion={"name": fusion, **({"heads": 2} if fusion == "attention" else {})},
+    )
     return build_model(cfg).eval()
 
 
