@@ -27,7 +27,7 @@ VARIANTS: dict[str, tuple[str, list[str], int | None]] = {
     "channels_last off": ("avmnist_fast", ["model.towers.image.channels_last=false"], None),
     "batch 64 instead of 128": ("avmnist_fast", ["train.batch_size=64"], None),
     "lr 0.01 instead of 0.02": ("avmnist_fast", ["optimizer.lr=0.01"], None),
-    "2 epochs instead of 3": ("avmnist_fast", ["train.epochs=2"], None),
+    "3 epochs instead of 4": ("avmnist_fast", ["train.epochs=3"], None),
     "1 thread instead of 2": ("avmnist_fast", [], 1),
 }
 

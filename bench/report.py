@@ -50,7 +50,7 @@ NOTES = {
     "inference": (
         "Eval mode, fresh weights, input `(image [B,1,28,28], audio [B,1,40,63])` -> fused logits. `compile` is "
         "`torch.compile` (inductor; its compile time is spent in warm-up), `export` the `torch.export` "
-        "ExportedProgram's module, `onnxruntime` an ONNX file (TorchScript exporter, dynamic batch) in an "
+        "ExportedProgram's module, `onnxruntime` an ONNX file (the torch.export-based exporter, `dynamo=True`, dynamic batch) in an "
         "onnxruntime CPU session. Parity: each runtime's logits against eager on a batch of 7."
     ),
     "scaling": (
