@@ -25,11 +25,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 MARK = "RESULT "
+SIDE_BY_SIDE = "2 ranks side by side, no DDP"
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def wait_for_peers() -> None:
+    """With ``DAN_BENCH_BARRIER=DIR:N`` set, sign in under DIR and wait until N processes have, so that
+    processes launched side by side time the same stretch of wall clock."""
+    spec = os.environ.get("DAN_BENCH_BARRIER")
+    if not spec:
+        return
+    folder, count = spec.rsplit(":", 1)
+    Path(folder, str(os.getpid())).touch()
+    while len(os.listdir(folder)) < int(count):
+        time.sleep(0.005)
 
 
 def ddp_worker(args: Any) -> None:
@@ -40,6 +53,7 @@ def ddp_worker(args: Any) -> None:
         args.config, ["train.epochs=1000", *args.overrides], args.device, args.threads
     )
     batches = common.train_batches(recipe)
+    wait_for_peers()
     win = common.time_steps(recipe.train_step, batches, args.steps, args.warmup, args.device)
     global_batch = recipe.train_loader.batch_size * recipe.info.world_size
     if recipe.info.is_main:
@@ -80,12 +94,22 @@ def data_worker(args: Any) -> None:
     print(MARK + json.dumps(out), flush=True)
 
 
-def launch(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    line = next(x for x in proc.stdout.splitlines() if x.startswith(MARK))
-    return json.loads(line[len(MARK) :])
+def launch(cmd: list[str], env: dict[str, str], copies: int = 1) -> list[dict[str, Any]]:
+    """Run ``copies`` of ``cmd`` at the same time; each one's RESULT line."""
+    procs = [
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env}
+        )
+        for _ in range(copies)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode:
+            sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-3000:]}")
+        line = next(x for x in out.splitlines() if x.startswith(MARK))
+        results.append(json.loads(line[len(MARK) :]))
+    return results
 
 
 def child_args(args: Any, threads: int) -> list[str]:
@@ -105,21 +129,25 @@ def child_args(args: Any, threads: int) -> list[str]:
 
 
 def processes(args: Any) -> list[dict[str, Any]]:
-    """1 and 2 torchrun processes at the same global batch, plus one rank's share of the work alone
-    (half the batch on one thread, world size 1): twice that rate is what 2 ranks could reach with free
-    communication, so the gap to it is the cost of DDP itself."""
+    """1 and 2 torchrun processes at the same global batch; one rank's share of the work alone (half the
+    batch on one thread, world size 1), whose double is what 2 ranks could reach if both cores were free of
+    each other and communication were free; and two such ranks run side by side without DDP, which keeps
+    the sharing of the machine (caches, memory bandwidth) but drops the gradient all-reduce. The gaps
+    between those rates split the cost of 2 processes into contention and DDP itself."""
     from dan.config import load_config
 
     batch = int(load_config(args.config, list(args.overrides)).train.batch_size)
+    half, one = [f"train.batch_size={batch // 2}"], max(1, args.threads // 2)
     layouts = [
-        ("1 process", 1, args.threads, []),
-        ("2 processes", 2, max(1, args.threads // 2), []),
-        ("one rank alone", 1, max(1, args.threads // 2), [f"train.batch_size={batch // 2}"]),
+        ("1 process", 1, args.threads, [], 1),
+        ("2 processes", 2, one, [], 1),
+        ("one rank alone", 1, one, half, 1),
+        (SIDE_BY_SIDE, 1, one, half, 2),
     ]
     rows = []
     cores = os.cpu_count() or 1
     for _ in range(args.repeats):
-        for label, n, threads, extra in layouts:
+        for label, n, threads, extra, copies in layouts:
             cmd = [
                 sys.executable,
                 "-m",
@@ -132,14 +160,17 @@ def processes(args: Any) -> list[dict[str, Any]]:
                 *extra,
             ]
             t = time.perf_counter()
-            res = launch(cmd, {"OMP_NUM_THREADS": str(threads)})
+            with tempfile.TemporaryDirectory() as barrier:
+                env = {"OMP_NUM_THREADS": str(threads), "DAN_BENCH_BARRIER": f"{barrier}:{copies}"}
+                res = launch(cmd, env, copies)
             rows.append(
                 {
                     "layout": label,
-                    "processes": n,
+                    "processes": n * copies,
                     "threads_each": threads,
                     "cores": cores,
-                    **res,
+                    "pairs_per_s": sum(r["pairs_per_s"] for r in res),
+                    "step_ms": max(r["step_ms"] for r in res),
                     "wall_s": time.perf_counter() - t,
                 }
             )
@@ -158,7 +189,7 @@ def dataset_sizes(args: Any) -> list[dict[str, Any]]:
                 str(k),
                 *child_args(args, args.threads),
             ]
-            rows.append(launch(cmd, {"DAN_CACHE": cache, "OMP_NUM_THREADS": str(args.threads)}))
+            rows.append(launch(cmd, {"DAN_CACHE": cache, "OMP_NUM_THREADS": str(args.threads)})[0])
     return rows
 
 
@@ -186,7 +217,7 @@ def main() -> None:
     common.print_table(sizes)
     by_layout = {
         label: [r["pairs_per_s"] for r in procs if r["layout"] == label]
-        for label in ("1 process", "2 processes", "one rank alone")
+        for label in ("1 process", "2 processes", "one rank alone", SIDE_BY_SIDE)
     }
     result = {
         "config": args.config,
