@@ -217,7 +217,7 @@ def main() -> None:
     common.print_table(sizes)
     by_layout = {
         label: [r["pairs_per_s"] for r in procs if r["layout"] == label]
-        for label in ("1 process", "2 processes", "one rank alone", SIDE_BY_SIDE)
+        for label in dict.fromkeys(r["layout"] for r in procs)
     }
     result = {
         "config": args.config,

@@ -86,3 +86,25 @@ def test_render_lists_targets_and_sections(tmp_path: Path, reached: bool) -> Non
     assert "**missed** by 0.4 s (40% of the target)" in rows["AV-MNIST cache reload"]
     assert "- command: `python bench/data_cache.py`" in page
     assert "_not run yet: no throughput.json_" in page
+
+
+def test_scaling_target_splits_the_cost_of_two_processes(tmp_path: Path) -> None:
+    medians = {"1 process": 5000.0, "2 processes": 4500.0, "one rank alone": 3200.0}
+    medians["2 ranks side by side, no DDP"] = 6100.0
+    write(
+        tmp_path,
+        "scaling",
+        {
+            "config": "avmnist_fast",
+            "processes": [{"layout": k, "pairs_per_s": v} for k, v in medians.items()],
+            "pairs_per_s_median": medians,
+            "dataset_sizes": [{"pairs_per_image": 1, "step_ms": 20.0}],
+            "command": "python bench/scaling.py",
+        },
+    )
+    page = report.render(tmp_path)
+    row = next(line for line in page.splitlines() if line.startswith("| 2 torchrun processes beat 1"))
+    assert "4500 vs 5000 pairs/s (0.90x)" in row
+    assert "**missed**: 2 processes give 10% less" in row
+    assert "one rank's work alone, doubled: 6400 pairs/s" in row
+    assert "2 ranks side by side without DDP: 6100 pairs/s" in row
