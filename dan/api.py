@@ -8,66 +8,57 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchaudio
 from torch import Tensor, nn
 
+from dan.data.readers import Reader, modality_specs, reader_from_spec
 from dan.engine.checkpoint import load_checkpoint, load_model_state
 from dan.errors import CheckpointError, DataFormatError
 from dan.models import DANOutput, build_model
 
 
 class Preprocessing:
-    """Turns raw inputs into normalised model inputs, as the training data was built.
+    """Turns raw inputs into normalised model inputs, as the training data was built: one registered
+    reader per modality, with the statistics fitted on the training split.
 
-    ``spec`` is the split's ``preprocessing`` dict: ``{"image": {"mean", "std", "size"}, "audio":
-    {"features": FeatureConfig dict, "standardize": {"mean", "std"}}, ...}``.
+    ``spec`` is a split's ``preprocessing`` dict: ``{"modalities": {m: reader spec}, "classes": [...]}``
+    (checkpoints of dan 0.1 held ``image`` and ``audio`` specs at the top level; they are read too).
     """
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
         self.spec = dict(spec)
+        self.readers: dict[str, Reader] = {m: reader_from_spec(s, m) for m, s in modality_specs(spec).items()}
+        self.classes: list[str] = [str(c) for c in self.spec.get("classes") or []]
+
+    def reader(self, modality: str) -> Reader:
+        """The reader of ``modality``; a DataFormatError lists the modalities otherwise."""
+        if modality not in self.readers:
+            raise DataFormatError(
+                f"no preprocessing for modality {modality!r}; this checkpoint's modalities: "
+                f"{', '.join(sorted(self.readers)) or '(none)'}"
+            )
+        return self.readers[modality]
+
+    def __call__(self, modality: str, value: Any) -> Tensor:
+        """One input of ``modality`` (a file path, a tensor, or for audio a ``(waveform, rate)`` pair) ->
+        a normalised batch of one ``[1, *shape]``."""
+        reader = self.reader(modality)
+        return reader.normalise(reader.prepare(value).unsqueeze(0))
 
     def image(self, x: Tensor) -> Tensor:
         """Image ``[1, H, W]`` or ``[H, W]`` in [0, 1] (bright strokes on dark) -> normalised ``[1, 1, S, S]``."""
-        prep = self.spec["image"]
-        size = int(prep.get("size", 28))
-        x = x.float().reshape(1, 1, *x.shape[-2:])
-        if tuple(x.shape[-2:]) != (size, size):
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        return (x - float(prep["mean"])) / float(prep["std"])
+        return self("image", x)
 
     def image_file(self, path: str | os.PathLike[str]) -> Tensor:
-        """Any image file (size, colour mode) -> normalised ``[1, 1, S, S]``."""
-        from dan.data.images import read_image
-
-        return self.image(read_image(Path(path), size=int(self.spec["image"].get("size", 28))))
+        """Any image file (size, colour mode) -> normalised ``[1, C, S, S]``."""
+        return self("image", Path(path))
 
     def audio(self, wave: Tensor, sample_rate: int) -> Tensor:
         """Waveform ``[L]`` or ``[channels, L]`` at any rate -> standardised features ``[1, 1, F, T]``."""
-        from dan.data.features import FeatureConfig, compute_features, pad_or_trim
-
-        prep = self.spec["audio"]
-        cfg = FeatureConfig(**prep["features"])
-        wave = wave.float()
-        if wave.dim() == 2:
-            wave = wave.mean(dim=0)
-        if wave.dim() != 1 or wave.numel() == 0:
-            raise DataFormatError(
-                f"audio must be a non-empty waveform [L] or [channels, L], got shape {tuple(wave.shape)}"
-            )
-        if sample_rate != cfg.sample_rate:
-            wave = torchaudio.functional.resample(wave, sample_rate, cfg.sample_rate)
-        feats = compute_features(pad_or_trim([wave], cfg.num_samples), cfg)
-        std = prep.get("standardize")
-        if std:
-            feats = (feats - torch.tensor(std["mean"])[:, None]) / torch.tensor(std["std"])[:, None]
-        return feats
+        return self("audio", (wave, sample_rate))
 
     def audio_file(self, path: str | os.PathLike[str]) -> Tensor:
         """Any WAV file (rate, channels) -> standardised features ``[1, 1, F, T]``."""
-        from dan.data.fsdd import read_wav
-
-        rate = int(self.spec["audio"]["features"]["sample_rate"])
-        return self.audio(read_wav(Path(path), rate), rate)
+        return self("audio", Path(path))
 
 
 class LoadedModel(nn.Module):
@@ -101,39 +92,47 @@ class LoadedModel(nn.Module):
     @torch.no_grad()
     def predict(
         self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
         image: str | os.PathLike[str] | Tensor | None = None,
         audio: str | os.PathLike[str] | tuple[Tensor, int] | None = None,
     ) -> dict[str, Any]:
-        """Predict from an image (file or ``[1, H, W]`` tensor in [0, 1]) and/or audio (WAV file or
-        ``(waveform, sample_rate)``). Returns ``{"digit", "probability", "probs" [C], "modalities":
-        {m: {"digit", "probability"}}, "used": [...]}``."""
-        batch: dict[str, Tensor] = {}
-        device = next(self.model.parameters()).device
-        if image is not None and "image" in self.modalities:
-            x = image if isinstance(image, Tensor) else None
-            batch["image"] = (
-                self.preprocessing.image(x) if x is not None else self.preprocessing.image_file(image)
-            )  # type: ignore[arg-type]
-        if audio is not None and "audio" in self.modalities:
-            batch["audio"] = (
-                self.preprocessing.audio(*audio)
-                if isinstance(audio, tuple)
-                else self.preprocessing.audio_file(audio)
+        """Predict from ``inputs {modality: file path, tensor, or (for audio) (waveform, rate)}``; ``image``
+        and ``audio`` are shorthands. Any subset of the model's modalities may be given.
+
+        Returns ``{"class": index, "label": class name, "probability", "probs" [C], "modalities": {m:
+        {"class", "label", "probability"}}, "used": [...]}``.
+        """
+        shorthands = {m: v for m, v in (("image", image), ("audio", audio)) if v is not None}
+        given = {m: v for m, v in {**(inputs or {}), **shorthands}.items() if v is not None}
+        unknown = sorted(set(given) - set(self.modalities))
+        if unknown:
+            raise DataFormatError(
+                f"this model takes {', '.join(self.modalities)}; it has no {', '.join(unknown)} input"
             )
-        if not batch:
+        if not given:
             raise DataFormatError(f"give at least one input the model takes: {', '.join(self.modalities)}")
-        out = self.model({k: v.to(device) for k, v in batch.items()})
+        device = next(self.model.parameters()).device
+        batch = {m: self.preprocessing(m, v).to(device) for m, v in given.items()}
+        out = self.model(batch)
         probs = out.logits.float().softmax(-1)[0]
         per = {m: lg.float().softmax(-1)[0] for m, lg in out.modality_logits.items()}
         return {
-            "digit": int(probs.argmax()),
+            "class": int(probs.argmax()),
+            "label": self.class_name(int(probs.argmax())),
             "probability": float(probs.max()),
             "probs": [round(float(p), 6) for p in probs],
             "modalities": {
-                m: {"digit": int(p.argmax()), "probability": float(p.max())} for m, p in per.items()
+                m: {"class": int(p.argmax()), "label": self.class_name(int(p.argmax())), "probability": float(p.max())}
+                for m, p in per.items()
             },
             "used": sorted(batch),
         }
+
+    def class_name(self, index: int) -> str:
+        """The name of class ``index`` (its number where the checkpoint stores no class names)."""
+        classes = self.preprocessing.classes
+        return classes[index] if 0 <= index < len(classes) else str(index)
 
 
 def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> LoadedModel:

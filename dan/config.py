@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dan.errors import ConfigError
-from dan.paths import PACKAGE_DIR
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "none")
@@ -120,7 +119,7 @@ class VerifyConfig:
 class RunConfig:
     """The whole config of a recipe run. ``model``, ``data`` and ``balancer`` are checked by their builders."""
 
-    recipe: str = "avmnist_fusion"
+    recipe: str = "fusion"
     seed: int = 0
     device: str = "auto"
     output_dir: str = "runs"
@@ -138,12 +137,17 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     loss: Any = None  # metric-learning recipes: a name (loss=triplet) or {name, **kwargs}
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    augment: dict[str, Any] = field(default_factory=dict)  # training-time augmentation per modality
 
 
 def recipes_dir() -> Path:
-    """``recipes/`` of the checkout (or ``$DAN_RECIPES``)."""
+    """The shipped recipes (package ``dan.recipes``, the checkout's ``recipes/``), or ``$DAN_RECIPES``."""
     env = os.environ.get("DAN_RECIPES")
-    return Path(env) if env else PACKAGE_DIR.parent / "recipes"
+    if env:
+        return Path(env)
+    import dan.recipes
+
+    return Path(dan.recipes.__file__).parent
 
 
 def config_names() -> list[str]:
@@ -251,16 +255,13 @@ def validate(cfg: DictConfig) -> None:
     if not 0.0 < cfg.scheduler.pct_start < 1.0:
         raise ConfigError(f"scheduler.pct_start must lie in (0, 1), got {cfg.scheduler.pct_start}")
     _check_recipe(cfg.recipe)
+    check_data(cfg)
+    from dan.data.augment import build_augment
+
+    build_augment(to_dict(cfg.augment))
     own_check = _recipe_check(cfg.recipe)
-    if own_check is not None:  # recipes with their own model/data sections (siamese, crossmodal)
+    if own_check is not None:
         own_check(cfg)
-        return
-    modalities = _check_model(cfg)
-    _check_balancer(cfg, modalities)
-    _check_data(cfg)
-    metric = cfg.train.early_stopping.metric
-    metrics = ["val/acc", "val/loss", *(f"val/acc_{m}" for m in modalities)]
-    _choice("train.early_stopping.metric", metric, metrics)
 
 
 def recipe_names() -> list[str]:
@@ -286,7 +287,8 @@ def _recipe_check(name: str) -> Any:
     return getattr(load_recipe(name), "validate_config", None)
 
 
-def _check_model(cfg: DictConfig) -> list[str]:
+def check_model(cfg: DictConfig) -> list[str]:
+    """``model.*`` of a DAN classifier (builds it: cheap, no data); returns its modalities."""
     from dan.models import build_model
 
     num_classes = cfg.model.get("num_classes")
@@ -305,7 +307,8 @@ def _check_model(cfg: DictConfig) -> list[str]:
     return list(model.modalities)
 
 
-def _check_balancer(cfg: DictConfig, modalities: list[str]) -> None:
+def check_balancer(cfg: DictConfig, modalities: list[str]) -> None:
+    """``balancer.*`` for a model of ``modalities``."""
     from dan.losses import build_balancer
 
     try:
@@ -314,19 +317,33 @@ def _check_balancer(cfg: DictConfig, modalities: list[str]) -> None:
         raise ConfigError(f"balancer: {exc}") from None
 
 
-def _check_data(cfg: DictConfig) -> None:
-    from dan.data import DATASETS
+def check_data(cfg: DictConfig) -> Any:
+    """``data.*`` bound to the registered dataset's signature (no data read); returns the dataset."""
+    from dan.data import build_dataset
 
-    data = to_dict(cfg.data)
-    _choice("data.name", data.get("name", "avmnist"), DATASETS)
-    if data.get("name", "avmnist") == "synthetic":
-        from dan.data.synthetic import SyntheticConfig
+    return build_dataset(to_dict(cfg.data))
 
-        SyntheticConfig.from_dict(data)
-    else:
-        from dan.data.avmnist import AVMnistConfig
 
-        AVMnistConfig.from_dict(data)
+def check_stop_metric(cfg: DictConfig, metrics: Mapping[str, str | None]) -> None:
+    """``train.early_stopping.metric`` among ``metrics {name: direction or None (either)}``, and its mode."""
+    es = cfg.train.early_stopping
+    _choice("train.early_stopping.metric", es.metric, list(metrics))
+    want = metrics[es.metric]
+    if want is not None and es.mode != want:
+        raise ConfigError(f"train.early_stopping.mode must be {want!r} for {es.metric}")
+
+
+VERIFY_METRICS = {"val/auc": "max", "val/eer": "min", "val/acc": "max"}
+
+
+def check_verify(cfg: DictConfig) -> None:
+    """``verify.*`` and early stopping of the verification recipes (Siamese, cross-modal)."""
+    from dan.metrics.verification import THRESHOLD_METHODS
+
+    check_stop_metric(cfg, VERIFY_METRICS)
+    _choice("verify.threshold", cfg.verify.threshold, THRESHOLD_METHODS)
+    if not 0.0 <= cfg.verify.target_far <= 1.0:
+        raise ConfigError(f"verify.target_far must lie in [0, 1], got {cfg.verify.target_far}")
 
 
 def to_dict(cfg: Any) -> Any:

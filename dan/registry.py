@@ -6,7 +6,8 @@ Installed packages add entries through the entry-point group ``dan.<kind>`` (for
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
@@ -63,6 +64,19 @@ class Registry(Generic[T]):
             return builder(**kwargs)
         except TypeError as exc:
             raise ConfigError(f"bad arguments for {self.kind} {name!r}: {exc}") from exc
+
+    def check_kwargs(self, name: str, kwargs: Mapping[str, Any], key: str) -> None:
+        """ConfigError naming ``key.<k>`` and the valid keys when ``kwargs`` holds a key that builder ``name``
+        does not take (its signature is the schema; a builder taking ``**kwargs`` accepts any key)."""
+        params = inspect.signature(self.get(name)).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"unknown key {key}.{unknown[0]} for {self.kind} {name!r}; valid keys: {', '.join(sorted(valid))}"
+            )
 
     def __contains__(self, name: object) -> bool:
         self.load_plugins()

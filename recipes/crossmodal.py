@@ -1,12 +1,12 @@
-"""Cross-modal retrieval: an image tower and an audio tower trained into one L2-normalised space with
-NT-Xent / InfoNCE (learnable temperature), so "is this recording the digit in this picture?" is a distance.
+"""Cross-modal retrieval: one tower per modality trained into one L2-normalised space with NT-Xent /
+InfoNCE (learnable temperature), so "does this recording say the digit in this picture?" is a distance.
 
     dan train avmnist_crossmodal [key=value ...]
-    python recipes/crossmodal.py --config avmnist_crossmodal
 
-Reports, on the test split: verification of image/recording pairs at the validation-chosen threshold
-(accuracy, FAR, FRR, AUC, EER) and retrieval (Precision@1, R-precision, MAP@R) image->audio and
-audio->image. The loop is the siamese recipe's :class:`MetricRecipe`; only data and loss differ.
+Any registered dataset with the two modalities the model's towers name serves (AV-MNIST, a two-modality
+``manifest``). Reports, on the test split: verification of cross-modal pairs at the validation-chosen
+threshold (accuracy, FAR, FRR, AUC, EER) and retrieval (Precision@1, R-precision, MAP@R) in both directions.
+The loop is dan.engine's.
 """
 
 from __future__ import annotations
@@ -16,126 +16,138 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch import Tensor
 
-from dan.config import to_dict
-from dan.data import TensorBatchLoader, build_data
-from dan.data.dataset import AVSplit
+from dan.config import check_data, check_verify, to_dict
+from dan.data import build_data
 from dan.data.pairing import split_generator
 from dan.data.pairs import cross_modal_pairs
-from dan.engine.recipes import load_recipe
+from dan.engine import Engine, StepOutput, Validation, script_main
+from dan.engine.pair_eval import PairEvaluator, embed_all, finish_verification
 from dan.errors import ConfigError
-from dan.losses.metric import build_metric_loss
+from dan.losses.metric import build_metric_loss, loss_spec
 from dan.metrics.retrieval import retrieval_metrics
 from dan.models.siamese import build_metric_model
 
-siamese = load_recipe("siamese")
+
+class CrossModalTask:
+    """Two towers, one embedding space; symmetric loss over each batch's cross-modal pairs."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def setup(self, engine: Engine) -> None:
+        cfg = self.cfg
+        self.splits = build_data(to_dict(cfg.data))
+        train = self.splits["train"]
+        towers = sorted(cfg.model.towers)
+        if len(towers) != 2 or not set(towers) <= set(train.modalities):
+            raise ConfigError(
+                f"model.towers must name two modalities of the data; towers {towers}, data {train.modalities}"
+            )
+        self.left, self.right = towers
+        shapes = {m: train.input_shape(m) for m in towers}
+        meta = {"kind": "crossmodal", "input_shapes": shapes, "classes": train.preprocessing["classes"]}
+        self.model = build_metric_model("crossmodal", to_dict(cfg.model), shapes).to(engine.device)
+        name, kwargs = loss_spec(to_dict(cfg.loss))
+        self.loss_fn = build_metric_loss(name, **kwargs)
+        self.modules = {"loss": self.loss_fn}
+        self.train_batches = engine.loader(train, shuffle=True, drop_last=True)
+        if len(self.train_batches) < 1:
+            raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds the training set; lower it")
+        self.used = {s: self._used_rows(s) for s in ("val", "test")}
+        self.evaluator = PairEvaluator(
+            {s: self._eval_pairs(s) for s in ("val", "test")},
+            self._embeddings,
+            self.model.embedding_distance,
+            int(cfg.train.eval_batch_size),
+            engine.device,
+        )
+        self.checkpoint_info = {
+            "manifest_hash": train.manifest_hash,
+            "preprocessing": train.preprocessing,
+            "modalities": towers,
+            "metric_model": meta,
+            "data_source": train.source,
+        }
+
+    def _used_rows(self, split: str) -> dict[str, torch.Tensor]:
+        """Per side, the storage rows some sample of ``split`` uses, and their labels."""
+        s = self.splits[split]
+        out = {}
+        for m in (self.left, self.right):
+            labels = s.item_labels(m)
+            rows = (labels >= 0).nonzero().squeeze(1)
+            out[m], out[f"{m}_labels"] = rows, labels[rows]
+        return out
+
+    def _eval_pairs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        used, n = self.used[split], getattr(self.cfg.verify, f"{split}_pairs")
+        g = split_generator(self.cfg.seed, f"{split}-pairs")
+        return cross_modal_pairs(used[f"{self.left}_labels"], used[f"{self.right}_labels"], n, g, f"{split} pairs")
+
+    def _embeddings(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        s, used = self.splits[split], self.used[split]
+        self.model.eval()
+        out = []
+        for m in (self.left, self.right):
+            x = s.items[m][used[m]]
+            if m in s.normalisers:
+                x = s.normalisers[m](x)
+            out.append(embed_all(lambda chunk, m=m: self.model.embed(m, chunk), x, self.evaluator.batch_size, self.evaluator.device))
+        return out[0], out[1]
+
+    def training_step(self, engine: Engine, batch: dict[str, Any]) -> StepOutput:
+        keep = batch[f"{self.left}_mask"] & batch[f"{self.right}_mask"]
+        emb = engine.forward({m: batch[m][keep] for m in (self.left, self.right)})
+        y = batch["label"][keep]
+        a, b = emb[self.left], emb[self.right]
+        loss = (self.loss_fn(a, y, b, y) + self.loss_fn(b, y, a, y)) / 2
+        return StepOutput(loss, {"loss": loss}, int(keep.sum()))
+
+    def after_backward(self, engine: Engine, batch: dict[str, Any], out: StepOutput) -> None:
+        pass
+
+    def end_epoch(self, engine: Engine, train_losses: dict[str, float]) -> None:
+        pass
+
+    def validate(self, engine: Engine) -> Validation:
+        return Validation(self.evaluator.validate())
+
+    def test(self, engine: Engine) -> dict[str, Any]:
+        report = self.evaluator.report(self.cfg.verify.threshold, self.cfg.verify.target_far)
+        left, right = self._embeddings("test")
+        ll, rl = self.used["test"][f"{self.left}_labels"], self.used["test"][f"{self.right}_labels"]
+        extra = {}
+        for direction, (q, ql, r, rlab) in {
+            f"{self.left}_to_{self.right}": (left, ll, right, rl),
+            f"{self.right}_to_{self.left}": (right, rl, left, ll),
+        }.items():
+            extra.update({f"test/{direction}/{k}": v for k, v in retrieval_metrics(q, ql, r, rlab).items()})
+        return finish_verification(engine, report, extra)
+
+
 LOSSES = ("ntxent", "supcon")
 
 
-def item_labels(split: AVSplit) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-item labels of an AV split: ``image_labels [N_i]``, ``audio_rows [N_a']`` (recordings used by a
-    pair) and their ``audio_labels [N_a']``."""
-    images = torch.full((split.images.shape[0],), -1, dtype=torch.long)
-    audio = torch.full((split.audio.shape[0],), -1, dtype=torch.long)
-    images[split.pairs[:, 0]] = split.labels
-    audio[split.pairs[:, 1]] = split.labels
-    rows = (audio >= 0).nonzero().squeeze(1)
-    return images, rows, audio[rows]
-
-
-def input_shapes(data: dict[str, Any]) -> dict[str, list[int]]:
-    """``{"image": [1, 28, 28], "audio": [1, F, T]}`` of an AV-MNIST data config (no data read)."""
-    from dan.data.avmnist import AVMnistConfig
-
-    audio = AVMnistConfig.from_dict(data).audio
-    return {"image": [1, 28, 28], "audio": [1, audio.num_bins, audio.num_frames]}
-
-
 def validate_config(cfg: DictConfig) -> None:
-    """Checks of the crossmodal recipe's own sections (called by dan.config.validate); reads no data."""
-    data = to_dict(cfg.data)
-    if data.get("name") != "avmnist":
-        raise ConfigError(
-            f"data.name={data.get('name')!r} is not valid for the crossmodal recipe; valid: avmnist"
-        )
-    loss, kwargs = siamese.loss_spec(to_dict(cfg.loss))
+    """The recipe's own checks (called by dan.config.validate): loss, model, verification; reads no data."""
+    loss, kwargs = loss_spec(to_dict(cfg.loss))
     if loss not in LOSSES:
         raise ConfigError(f"loss={loss!r} is not valid for the crossmodal recipe; valid: {', '.join(LOSSES)}")
     build_metric_loss(loss, **kwargs)
-    build_metric_model("crossmodal", to_dict(cfg.model), input_shapes(data))
-    siamese.check_stop_metric(cfg)
-
-
-class CrossModalRecipe(siamese.MetricRecipe):
-    """Image and audio towers into one space; symmetric NT-Xent over the batch's image-recording pairs."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.init_common(cfg)
-        self.splits = build_data(to_dict(cfg.data))
-        train = self.splits["train"]
-        self.labels = {k: item_labels(s) for k, s in self.splits.items()}
-        self.preprocessing = train.preprocessing
-        self.manifest_hash = train.manifest_hash
-        self.meta = {
-            "kind": "crossmodal",
-            "input_shapes": input_shapes(to_dict(cfg.data)),
-            "classes": [str(d) for d in range(10)],
-        }
-        self.model = build_metric_model("crossmodal", to_dict(cfg.model), self.meta["input_shapes"])
-        name, kwargs = siamese.loss_spec(to_dict(cfg.loss))
-        self.loss_fn = build_metric_loss(name, **kwargs)
-        self.loader = TensorBatchLoader(
-            train, cfg.train.batch_size, shuffle=True, seed=cfg.seed, drop_last=True
-        )
-        if len(self.loader) < 1:
-            raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds the training set; lower it")
-        self.setup(len(self.loader))
-
-    def eval_pairs(self, split: str, n: int) -> tuple[Tensor, Tensor]:
-        images, _, audio = self.labels[split]
-        return cross_modal_pairs(
-            images, audio, n, split_generator(self.cfg.seed, f"{split}-pairs"), f"{split} pairs"
-        )
-
-    def split_embeddings(self, split: str) -> tuple[Tensor, Tensor]:
-        """Embeddings of the split's images ``[N_i, E]`` and of its recordings used by pairs ``[N_a', E]``."""
-        s, rows = self.splits[split], self.labels[split][1]
-        return self.embed_as("image", s.images), self.embed_as("audio", s.audio[rows])
-
-    def embed_as(self, modality: str, x: Tensor) -> Tensor:
-        return self.embed_all(lambda chunk: self.model.embed(modality, chunk), x)
-
-    def train_epoch(self) -> None:
-        self.loader.set_epoch(self.epoch)
-        for batch in self.loader:
-            emb = self.model({m: batch[m].to(self.device) for m in ("image", "audio")})
-            y = batch["label"].to(self.device)
-            loss = (
-                self.loss_fn(emb["image"], y, emb["audio"], y)
-                + self.loss_fn(emb["audio"], y, emb["image"], y)
-            ) / 2
-            self.optimise(loss)
-
-    def extra_test_metrics(self) -> dict[str, float]:
-        """Retrieval on the test split, both directions (queries never in the reference set)."""
-        image_labels, _, audio_labels = self.labels["test"]
-        img, aud = self.split_embeddings("test")
-        out = {}
-        for direction, (q, ql, r, rl) in {
-            "image_to_audio": (img, image_labels, aud, audio_labels),
-            "audio_to_image": (aud, audio_labels, img, image_labels),
-        }.items():
-            out.update({f"test/{direction}/{k}": v for k, v in retrieval_metrics(q, ql, r, rl).items()})
-        return out
+    shapes = check_data(cfg).input_shapes()
+    towers = sorted(cfg.model.towers or {})
+    missing = [m for m in towers if m not in shapes]
+    if missing:
+        raise ConfigError(f"model.towers names {missing}, which data.name={cfg.data.get('name')} does not give ({sorted(shapes)})")
+    build_metric_model("crossmodal", to_dict(cfg.model), {m: shapes[m] for m in towers})
+    check_verify(cfg)
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Run the recipe on a validated config (see dan.config.load_config); returns the final metrics."""
-    return CrossModalRecipe(cfg).run()
+    return Engine(cfg).run(CrossModalTask(cfg))
 
 
 if __name__ == "__main__":
-    from dan.engine.recipes import script_main
-
     sys.exit(script_main(main))

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _shared_data() -> Path | None:
     for cand in (os.environ.get("DAN_DATA"), REPO.parent / "shared" / "data"):
         if cand and (Path(cand) / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
-            return Path(cand)
+            return Path(cand).resolve()
     return None
 
 

@@ -21,7 +21,7 @@ def test_offline_split_sizes(offline: dict) -> None:
     assert offline["train"].info["num_recordings"] == 2000
     assert offline["val"].info["num_recordings"] == 250
     assert offline["test"].info["num_recordings"] == 250
-    assert offline["train"].audio.shape[1:] == (1, 40, 63)
+    assert offline["train"].items["audio"].shape[1:] == (1, 40, 63)
     assert offline["train"].info["speakers"] == ["george", "jackson", "lucas", "nicolas", "yweweler"]
 
 
@@ -33,9 +33,9 @@ def test_pairs_are_class_consistent(offline: dict, shared_data: Path) -> None:
         manifest = json.loads(Path(split.info["cache_file"]).with_suffix(".manifest.json").read_text())["splits"][name]
         img_idx = torch.tensor(manifest["image_index"])
         digits = torch.tensor([int(f.split("_")[0]) for f in manifest["audio_files"]])
-        pairs = split.pairs
-        assert torch.equal(labels[img_idx][pairs[:, 0]], split.labels)
-        assert torch.equal(digits[pairs[:, 1]], split.labels)
+        rows = split.rows
+        assert torch.equal(labels[img_idx][rows["image"]], split.labels)
+        assert torch.equal(digits[rows["audio"]], split.labels)
     # test images only meet test recordings (index 0-4), training images only training recordings
     test_files = json.loads(Path(offline["test"].info["cache_file"]).with_suffix(".manifest.json").read_text())
     assert all(int(f.split("_")[2][:-4]) < 5 for f in test_files["splits"]["test"]["audio_files"])
@@ -46,24 +46,25 @@ def test_pairs_are_class_consistent(offline: dict, shared_data: Path) -> None:
 
 def test_normalisation_from_train_only(offline: dict) -> None:
     train = offline["train"]
-    assert abs(float(train.images.mean())) < 1e-3 and abs(float(train.images.std()) - 1) < 1e-3
-    assert torch.allclose(train.audio[train.pairs[:, 1].unique()].mean(dim=(0, 1, 3)), torch.zeros(40), atol=1e-3)
-    assert abs(float(offline["test"].images.mean())) > 1e-4  # test stats are not refitted
+    images, audio = train.items["image"], train.items["audio"]
+    assert abs(float(images.mean())) < 1e-3 and abs(float(images.std()) - 1) < 1e-3
+    assert torch.allclose(audio[train.rows["audio"].unique()].mean(dim=(0, 1, 3)), torch.zeros(40), atol=1e-3)
+    assert abs(float(offline["test"].items["image"].mean())) > 1e-4  # test stats are not refitted
 
 
 def test_deterministic_manifest_and_cache_reload(shared_data: Path, tmp_path: Path, offline: dict) -> None:
     a = build_avmnist({"root": str(shared_data), "cache_dir": str(tmp_path / "a")})
     assert a["train"].manifest_hash == offline["train"].manifest_hash
-    assert torch.equal(a["test"].pairs, offline["test"].pairs)
+    assert torch.equal(a["test"].rows["audio"], offline["test"].rows["audio"])
     cache_file = Path(a["train"].info["cache_file"])
     assert cache_file.exists() and cache_file.with_suffix(".manifest.json").exists()
     stamp = cache_file.stat().st_mtime_ns
     b = build_avmnist({"root": str(shared_data), "cache_dir": str(tmp_path / "a")})
     assert cache_file.stat().st_mtime_ns == stamp  # reloaded, not rebuilt
-    assert torch.equal(a["train"].audio, b["train"].audio)
+    assert torch.equal(a["train"].items["audio"], b["train"].items["audio"])
     c = build_avmnist({"root": str(shared_data), "cache_dir": str(tmp_path / "a"), "seed": 1})
     assert c["train"].manifest_hash != a["train"].manifest_hash
-    assert not torch.equal(c["train"].pairs, a["train"].pairs)
+    assert not torch.equal(c["train"].rows["audio"], a["train"].rows["audio"])
 
 
 def test_pairs_per_image_and_speaker_disjoint(shared_data: Path, tmp_path: Path) -> None:
@@ -83,10 +84,10 @@ def test_pairs_per_image_and_speaker_disjoint(shared_data: Path, tmp_path: Path)
 def test_hard_variant_degrades_both_modalities(shared_data: Path, tmp_path: Path, offline: dict) -> None:
     hard = build_avmnist({"root": str(shared_data), "cache_dir": str(tmp_path), "variant": "hard"})
     assert hard["train"].preprocessing["variant"] == "hard"
-    k = hard["train"].preprocessing["pca_components"]
+    k = len(hard["train"].preprocessing["pca"]["basis"])
     assert 1 <= k < 20  # 25% of MNIST variance lives in a handful of components
     assert hard["train"].manifest_hash != offline["train"].manifest_hash
-    assert not torch.allclose(hard["train"].audio, offline["train"].audio)
+    assert not torch.allclose(hard["train"].items["audio"], offline["train"].items["audio"])
 
 
 def test_pca_reconstruct_keeps_requested_variance() -> None:

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from dan.errors import ConfigError
-from dan.losses import BALANCERS, Balancer, build_balancer
+from dan.losses import BALANCERS, Balancer, EpochContext, StepContext, build_balancer
 from dan.losses.balancers import (
     GradNormBalancer,
     OGMGEBalancer,
@@ -63,6 +63,11 @@ class StandIn(nn.Module):
         return list(self.trunk.parameters())
 
 
+def ctx(model, output, batch=None, epoch: int = 0) -> StepContext:  # type: ignore[no-untyped-def]
+    """The step a balancer sees (no extra forward passes or optimizer)."""
+    return StepContext(model, batch if batch is not None else {}, output, epoch)
+
+
 def make_batch(n: int = 32, seed: int = 0, dims: dict[str, int] | None = None) -> dict[str, Tensor]:
     g = torch.Generator().manual_seed(seed)
     dims = dims or {"audio": 5, "image": 6}
@@ -84,10 +89,10 @@ def train_step(
     out = model(batch)
     fused, per = head_losses(out, batch["label"])
     per = {m: v * (scale or {}).get(m, 1.0) for m, v in per.items()}
-    loss = balancer.combine(fused, per, model=model, output=out)
+    loss = balancer.combine(fused, per, ctx(model, out))
     opt.zero_grad()
     loss.backward()
-    balancer.after_backward(model, out, batch, epoch)
+    balancer.after_backward(ctx(model, out, batch, epoch))
     opt.step()
     return out, fused, per, loss
 
@@ -147,7 +152,7 @@ def test_bad_modalities_rejected(mods) -> None:
 def test_losses_for_unknown_modality_rejected() -> None:
     with pytest.raises(ConfigError, match="video"):
         build_balancer("static", MODS).combine(
-            torch.tensor(1.0), {"video": torch.tensor(1.0)}, model=None, output=None
+            torch.tensor(1.0), {"video": torch.tensor(1.0)}, ctx(None, None)
         )
 
 
@@ -181,9 +186,12 @@ def test_weights_keys_are_stable_through_training(name: str) -> None:
             train_step(b, model, opt, make_batch(seed=step), epoch)
             seen.append(b.weights())
         b.on_epoch_end(
-            epoch,
-            {"fused": 1.0 - 0.1 * epoch, "audio": 1.2, "image": 0.9},
-            {"fused": 1.1 - 0.05 * epoch, "audio": 1.3, "image": 1.0},
+            EpochContext(
+                epoch,
+                None,
+                {"fused": 1.0 - 0.1 * epoch, "audio": 1.2, "image": 0.9},
+                {"fused": 1.1 - 0.05 * epoch, "audio": 1.3, "image": 1.0},
+            )
         )
         seen.append(b.weights())
     for w in seen:
@@ -197,8 +205,8 @@ def test_weights_keys_are_stable_through_training(name: str) -> None:
 def test_static_sums_exactly() -> None:
     b = build_balancer({"name": "static", "weights": {"image": 0.25}}, MODS)
     lf, la, li = torch.tensor(1.5), torch.tensor(2.0), torch.tensor(4.0)
-    assert b.combine(lf, {"audio": la, "image": li}, model=None, output=None).item() == 1.5 + 2.0 + 0.25 * 4.0
-    assert b.combine(lf, {"image": li}, model=None, output=None).item() == 1.5 + 1.0
+    assert b.combine(lf, {"audio": la, "image": li}, ctx(None, None)).item() == 1.5 + 2.0 + 0.25 * 4.0
+    assert b.combine(lf, {"image": li}, ctx(None, None)).item() == 1.5 + 1.0
     assert b.weights() == {"fused": 1.0, "audio": 1.0, "image": 0.25}
 
 
@@ -211,7 +219,7 @@ def test_uncertainty_objective_equals_formula() -> None:
         b.log_vars.copy_(torch.tensor([0.3, -0.7, 1.2]))  # fused, audio, image
     losses = {"fused": 0.8, "audio": 2.5, "image": 0.1}
     got = b.combine(
-        torch.tensor(0.8), {"audio": torch.tensor(2.5), "image": torch.tensor(0.1)}, model=None, output=None
+        torch.tensor(0.8), {"audio": torch.tensor(2.5), "image": torch.tensor(0.1)}, ctx(None, None)
     )
     want = sum(math.exp(-s) * losses[h] + s for h, s in zip(b.heads, [0.3, -0.7, 1.2], strict=True))
     assert got.item() == pytest.approx(want, rel=1e-6)
@@ -225,7 +233,7 @@ def test_uncertainty_downweights_the_persistently_larger_loss() -> None:
     before = b.weights()
     for _ in range(300):
         opt.zero_grad()
-        b.combine(torch.tensor(1.0), losses, model=None, output=None).backward()
+        b.combine(torch.tensor(1.0), losses, ctx(None, None)).backward()
         opt.step()
     after = b.weights()
     assert after["audio"] < before["audio"] and after["audio"] < after["fused"] < after["image"]
@@ -262,7 +270,7 @@ def test_gradnorm_weight_gradient_equals_create_graph_formulation() -> None:
         train_step(b, model, opt, make_batch(seed=step), scale={"image": 3.0})
     out = model(make_batch(seed=7))
     fused, per = head_losses(out, make_batch(seed=7)["label"])
-    b.combine(fused, per, model=model, output=out)
+    b.combine(fused, per, ctx(model, out))
     torch.testing.assert_close(b._pending, reference_weight_grad(b, model, fused, per), rtol=1e-5, atol=1e-7)
 
 
@@ -274,12 +282,12 @@ def test_gradnorm_main_backward_does_not_touch_weights() -> None:
     batch = make_batch()
     out = model(batch)
     fused, per = head_losses(out, batch["label"])
-    b.combine(fused, per, model=model, output=out).backward()
+    b.combine(fused, per, ctx(model, out)).backward()
     assert b.loss_weights.grad is None
     opt.step()
     assert b.weights() == {"fused": 1.0, "audio": 1.0, "image": 1.0}
     expected = b.loss_weights - b.lr * torch.sign(b._pending)  # Adam's first step moves each w by lr
-    b.after_backward(model, out, batch, 0)
+    b.after_backward(ctx(model, out, batch, 0))
     expected = expected.clamp_min(1e-4) * 3 / expected.clamp_min(1e-4).sum()
     torch.testing.assert_close(b.loss_weights.detach(), expected)
     assert b.loss_weights.grad is None
@@ -314,8 +322,8 @@ def test_gradnorm_favours_the_loss_that_falls_slower() -> None:
 
     def step(values: list[float]) -> None:
         losses = model.w + torch.tensor(values)
-        b.combine(losses[0], {"audio": losses[1], "image": losses[2]}, model=model, output=None)
-        b.after_backward(model, None, {}, 0)
+        b.combine(losses[0], {"audio": losses[1], "image": losses[2]}, ctx(model, None))
+        b.after_backward(ctx(model, None, {}, 0))
 
     step([2.0, 2.0, 2.0])  # L(0); all ratios equal, so G_i == target and nothing moves
     assert b.weights() == pytest.approx({"fused": 1.0, "audio": 1.0, "image": 1.0})
@@ -333,8 +341,8 @@ def test_gradnorm_skips_update_outside_training() -> None:
     with torch.no_grad():
         out = model(batch)
         fused, per = head_losses(out, batch["label"])
-        value = b.combine(fused, per, model=model, output=out)
-    b.after_backward(model, out, batch, 0)
+        value = b.combine(fused, per, ctx(model, out))
+    b.after_backward(ctx(model, out, batch, 0))
     assert value.item() == pytest.approx((fused + per["audio"] + per["image"]).item())
     assert torch.isnan(b.initial_losses).all() and b.weights()["audio"] == 1.0
 
@@ -345,7 +353,7 @@ def test_gradnorm_needs_shared_parameters() -> None:
     out = model(make_batch())
     fused, per = head_losses(out, make_batch()["label"])
     with pytest.raises(ConfigError, match="shared_parameters"):
-        build_balancer("gradnorm", MODS).combine(fused, per, model=model, output=out)
+        build_balancer("gradnorm", MODS).combine(fused, per, ctx(model, out))
 
 
 def test_gradnorm_state_dict_round_trip() -> None:
@@ -406,25 +414,27 @@ def test_blend_guards() -> None:
 def test_gradient_blend_schedule_and_objective() -> None:
     b = build_balancer({"name": "gradient_blend", "every": 2}, MODS)
     assert b.weights() == pytest.approx({"fused": 1 / 3, "audio": 1 / 3, "image": 1 / 3})
-    b.on_epoch_end(0, as_dict(T_N), as_dict(V_N))
-    b.on_epoch_end(1, as_dict([0.1, 0.1, 0.1]), as_dict([5.0, 5.0, 5.0]))  # inside the window: ignored
+    b.on_epoch_end(EpochContext(0, None, as_dict(T_N), as_dict(V_N)))
+    b.on_epoch_end(
+        EpochContext(1, None, as_dict([0.1, 0.1, 0.1]), as_dict([5.0, 5.0, 5.0]))
+    )  # inside the window: ignored
     assert b.weights() == pytest.approx({"fused": 1 / 3, "audio": 1 / 3, "image": 1 / 3})
-    b.on_epoch_end(2, as_dict(T_NK), as_dict(V_NK))
+    b.on_epoch_end(EpochContext(2, None, as_dict(T_NK), as_dict(V_NK)))
     expected = [7.5 / 87.9, 80 / 87.9, 0.4 / 87.9]
     assert b.weights() == pytest.approx(as_dict(expected))
     got = b.combine(
-        torch.tensor(1.0), {"audio": torch.tensor(2.0), "image": torch.tensor(3.0)}, model=None, output=None
+        torch.tensor(1.0), {"audio": torch.tensor(2.0), "image": torch.tensor(3.0)}, ctx(None, None)
     )
     assert got.item() == pytest.approx(expected[0] + 2 * expected[1] + 3 * expected[2], rel=1e-6)
     # a window in which no head generalised keeps the weights
-    b.on_epoch_end(4, as_dict([0.1, 0.1, 0.1]), as_dict([2.0, 2.0, 2.0]))
+    b.on_epoch_end(EpochContext(4, None, as_dict([0.1, 0.1, 0.1]), as_dict([2.0, 2.0, 2.0])))
     assert b.weights() == pytest.approx(as_dict(expected))
 
 
 def test_gradient_blend_multibench_form() -> None:
     b = build_balancer({"name": "gradient_blend", "form": "multibench"}, MODS)
-    b.on_epoch_end(0, as_dict(T_N), as_dict(V_N))
-    b.on_epoch_end(1, as_dict(T_NK), as_dict(V_NK))
+    b.on_epoch_end(EpochContext(0, None, as_dict(T_N), as_dict(V_N)))
+    b.on_epoch_end(EpochContext(1, None, as_dict(T_NK), as_dict(V_NK)))
     raw = [0.9 / 0.4**2, 1.1 / 0.15**2, 0.9 / 0.6**2]
     assert b.weights() == pytest.approx(as_dict([r / sum(raw) for r in raw]))
     torch.testing.assert_close(
@@ -435,17 +445,17 @@ def test_gradient_blend_multibench_form() -> None:
 def test_gradient_blend_needs_every_heldout_head() -> None:
     b = build_balancer("gradient_blend", MODS)
     with pytest.raises(ConfigError, match="heldout_losses.*needs_heldout"):
-        b.on_epoch_end(0, as_dict(T_N), {})
+        b.on_epoch_end(EpochContext(0, None, as_dict(T_N), {}))
     with pytest.raises(ConfigError, match=r"train_losses lacks heads \['image'\]"):
-        b.on_epoch_end(0, {"fused": 1.0, "audio": 1.0}, as_dict(V_N))
+        b.on_epoch_end(EpochContext(0, None, {"fused": 1.0, "audio": 1.0}, as_dict(V_N)))
 
 
 def test_gradient_blend_state_dict_keeps_the_open_window() -> None:
     b = build_balancer({"name": "gradient_blend", "every": 2}, MODS)
-    b.on_epoch_end(0, as_dict(T_N), as_dict(V_N))
+    b.on_epoch_end(EpochContext(0, None, as_dict(T_N), as_dict(V_N)))
     fresh = build_balancer({"name": "gradient_blend", "every": 2}, MODS)
     fresh.load_state_dict(b.state_dict())
-    fresh.on_epoch_end(2, as_dict(T_NK), as_dict(V_NK))
+    fresh.on_epoch_end(EpochContext(2, None, as_dict(T_NK), as_dict(V_NK)))
     assert fresh.weights() == pytest.approx(as_dict([7.5 / 87.9, 80 / 87.9, 0.4 / 87.9]))
 
 
@@ -465,9 +475,9 @@ def grads_after(b: OGMGEBalancer, model: StandIn, batch, epoch: int, output=None
     out = model(batch)
     fused, per = head_losses(out, batch["label"])
     model.zero_grad()
-    b.combine(fused, per, model=model, output=out).backward()
+    b.combine(fused, per, ctx(model, out)).backward()
     before = {n: p.grad.clone() for n, p in model.named_parameters()}
-    b.after_backward(model, output if output is not None else out, batch, epoch)
+    b.after_backward(ctx(model, output if output is not None else out, batch, epoch))
     return before, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
@@ -568,7 +578,7 @@ def test_ogm_ignores_masked_samples() -> None:
     out = dominant_image_output(labels, audio_strength=5.0)
     out.contributions["image"][2:] = 0.0  # image is right only where audio is masked out
     batch = {"label": labels, "audio_mask": torch.tensor([False, False, True, True])}
-    b.after_backward(StandIn(), out, batch, 0)
+    b.after_backward(ctx(StandIn(), out, batch, 0))
     p = math.exp(5) / (math.exp(5) + 3)
     assert b.weights()["rho/audio"] == pytest.approx(2 * p / 0.5)
     assert b.weights()["k/image"] == 1.0
@@ -577,4 +587,4 @@ def test_ogm_ignores_masked_samples() -> None:
 def test_ogm_needs_labels() -> None:
     b = build_balancer("ogm_ge", MODS)
     with pytest.raises(ConfigError, match=r"batch\['label'\]"):
-        b.after_backward(StandIn(), dominant_image_output(torch.tensor([0, 1])), {}, 0)
+        b.after_backward(ctx(StandIn(), dominant_image_output(torch.tensor([0, 1])), {}, 0))

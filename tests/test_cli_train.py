@@ -1,4 +1,5 @@
-"""``dan train``, ``python recipes/<name>.py`` and ``dan recipes`` end to end on tiny synthetic runs."""
+"""``dan train``, ``python recipes/<name>.py`` (the shipped scripts) and ``dan recipes`` end to end on tiny
+synthetic runs."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_dan_train_writes_checkpoints_and_results(tmp_path: Path, capsys: pytest
     assert 0.0 <= res["test/acc"] <= 1.0 and {"test/acc_image", "test/acc_audio"} <= set(res)
     last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
     assert last["progress"]["epoch"] == 2 and last["config"]["train"]["epochs"] == 2
-    assert last["manifest_hash"] and last["preprocessing"]["image"]["size"] == 28
+    assert last["manifest_hash"] and last["preprocessing"]["modalities"]["image"]["size"] == 28
     assert best["best_metric"] == max(h["val/acc"] for h in _results(run)["history"])
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in lines if "train/loss" in r]
@@ -66,20 +67,20 @@ def test_bad_override_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFi
 def test_print_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "quickstart", "train.epochs=9", "--print-config"]) == 0
     out = capsys.readouterr().out
-    assert "epochs: 9" in out and "recipe: avmnist_fusion" in out
+    assert "epochs: 9" in out and "recipe: fusion" in out
 
 
 def test_dan_recipes_lists_recipes_and_configs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("avmnist_fusion: AV-MNIST fusion")
+    assert "fusion: Multimodal fusion" in out and "siamese: Siamese verification" in out
     for name in (
         "avmnist_concat_offline",
         "avmnist_attention_offline",
         "avmnist_concat_hard_offline",
         "avmnist_concat_full",
         "quickstart",
-        "unimodal:",
+        "crossmodal:",
         "image_only",
         "audio_only",
     ):
@@ -89,7 +90,7 @@ def test_dan_recipes_lists_recipes_and_configs(capsys: pytest.CaptureFixture[str
 def test_recipe_script_runs_directly(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
-        str(REPO / "recipes" / "avmnist_fusion.py"),
+        str(REPO / "recipes" / "fusion.py"),
         "--config",
         "quickstart",
         *TINY,
@@ -106,22 +107,20 @@ def test_recipe_script_runs_directly(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "unknown config key 'train.nope'" in bad.stderr
 
 
-def test_unimodal_recipe_rejects_two_towers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "quickstart", "recipe=unimodal", *TINY, f"output_dir={tmp_path}"]) == 2
-    assert "a unimodal baseline needs exactly one tower" in capsys.readouterr().err
-
-
-def test_unimodal_recipe_on_synthetic(tmp_path: Path) -> None:
+def test_one_tower_model_on_two_modality_data(tmp_path: Path) -> None:
     text = (REPO / "recipes" / "configs" / "quickstart.yaml").read_text()
     config = tmp_path / "img.yaml"
-    config.write_text(
-        text.replace("recipe: avmnist_fusion", "recipe: unimodal").replace(
-            "    audio: {name: audio_cnn, n_mels: 40}\n", ""
-        )
-    )
+    config.write_text(text.replace("    audio: {name: audio_cnn, n_mels: 40}\n", ""))
     assert main(["train", str(config), *TINY, f"output_dir={tmp_path}", "run_name=u"]) == 0
     res = _results(tmp_path / "u")["summary"]
     assert "test/acc_image" in res and "test/acc_audio" not in res
+
+
+def test_a_tower_without_data_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [*TINY, "model.towers.depth={name: vector_mlp, features: 3}", f"output_dir={tmp_path}"]
+    assert main(["train", "quickstart", *args]) == 2
+    err = capsys.readouterr().err
+    assert "model.towers names ['depth'] but data.name=synthetic gives only ['audio', 'image']" in err
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from dan.errors import ConfigError
 
 def test_shipped_config_by_name_and_overrides() -> None:
     cfg = load_config("quickstart", ["train.epochs=7", "optimizer.lr=0.01", "model.fusion.name=gated"])
-    assert cfg.recipe == "avmnist_fusion"
+    assert cfg.recipe == "fusion"
     assert cfg.train.epochs == 7 and cfg.optimizer.lr == 0.01
     assert cfg.model.fusion.name == "gated"
     assert cfg.run_name == "quickstart"
@@ -60,9 +60,9 @@ def test_config_by_path(tmp_path: Path) -> None:
             "train.early_stopping.metric=val/f1",
             "valid choices: val/acc, val/loss, val/acc_audio, val/acc_image",
         ),
-        ("data.name=cifar", "valid choices: avmnist, synthetic"),
-        ("data.n_tran=5", "data.n_tran"),
-        ("recipe=nope", "recipe='nope' is not valid; valid choices: avmnist_fusion, "),
+        ("data.name=cifar", "valid choices: avmnist, folder, fsdd, manifest, mnist, synthetic"),
+        ("data.n_tran=5", "unknown key data.n_tran for datasets 'synthetic'; valid keys: audio, audio_noise"),
+        ("recipe=nope", "recipe='nope' is not valid; valid choices: crossmodal, fusion, siamese"),
         ("train.heldout_fraction=1.5", "train.heldout_fraction must lie in (0, 1)"),
         ("epochs", "is not of the form key=value"),
     ],
@@ -122,15 +122,13 @@ def test_folder_template_names_the_missing_root() -> None:
 def test_bad_config_fails_before_any_data_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], override: str
 ) -> None:
-    import dan.data
     from dan.cli import main
-    from dan.engine.recipes import load_recipe
+    from dan.data.avmnist import AVMnistConfig
 
-    def no_data(cfg):  # type: ignore[no-untyped-def]
+    def no_data(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("data was loaded before the config was checked")
 
-    monkeypatch.setattr(dan.data, "build_data", no_data)
-    monkeypatch.setattr(load_recipe("avmnist_fusion"), "build_data", no_data)
+    monkeypatch.setattr(AVMnistConfig, "build", no_data)
     args = ["train", "avmnist_concat_offline", f"data.root={tmp_path / 'missing'}", override]
     assert main([*args, f"output_dir={tmp_path / 'runs'}"]) == 2
     err = capsys.readouterr().err

@@ -30,7 +30,7 @@ def test_torchrun_two_processes_agree_with_one(tmp_path: Path) -> None:
         "torch.distributed.run",
         "--standalone",
         "--nproc_per_node=2",
-        str(REPO / "recipes" / "avmnist_fusion.py"),
+        str(REPO / "recipes" / "fusion.py"),
         "--config",
         "quickstart",
         *RUN,

@@ -40,8 +40,9 @@ def test_load_gives_eval_model_matching_training(run_dir: Path) -> None:
     assert acc == pytest.approx(summary["test/acc"], abs=1e-6)
     # preprocessing reproduces the data's normalisation
     raw = glyphs()[3].unsqueeze(0)
-    prep = loaded.preprocessing.spec["image"]
-    assert torch.allclose(loaded.preprocessing.image(raw), ((raw - prep["mean"]) / prep["std"]).unsqueeze(0))
+    prep = loaded.preprocessing.spec["modalities"]["image"]
+    expected = ((raw - prep["mean"][0]) / prep["std"][0]).unsqueeze(0)
+    assert torch.allclose(loaded.preprocessing.image(raw), expected)
 
 
 def test_load_refuses_mismatch(run_dir: Path, tmp_path: Path) -> None:
@@ -101,7 +102,7 @@ def test_predict_image_any_size_and_mode(
     assert main(["predict", str(run_dir / "best.pt"), "--image", str(path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["used"] == ["image"] and set(result["modalities"]) == {"image"}
-    assert 0 <= result["digit"] <= 9 and math.isclose(sum(result["probs"]), 1.0, rel_tol=1e-4)
+    assert 0 <= result["class"] <= 9 and result["label"] == str(result["class"]) and math.isclose(sum(result["probs"]), 1.0, rel_tol=1e-4)
     assert result["probability"] == pytest.approx(max(result["probs"]), abs=1e-5)
 
 
@@ -142,4 +143,4 @@ def test_predict_wav_file(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
 
 def test_predict_needs_an_input(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", str(run_dir / "best.pt")]) == 2
-    assert "give --image PATH and/or --audio PATH" in capsys.readouterr().err
+    assert "give at least one input: --input MODALITY=PATH, --image PATH or --audio PATH" in capsys.readouterr().err

@@ -2,19 +2,22 @@ import pytest
 import torch
 
 from dan.data import TensorBatchLoader
-from dan.data.dataset import AVSplit
+from dan.data.dataset import Split
 from dan.errors import ConfigError
 
 
-def _split(n: int = 23) -> AVSplit:
-    return AVSplit(
+def _split(n: int = 23) -> Split:
+    return Split(
         name="train",
-        images=torch.arange(n, dtype=torch.float).view(n, 1, 1, 1).expand(n, 1, 28, 28).clone(),
-        audio=-torch.arange(n, dtype=torch.float).view(n, 1, 1, 1).expand(n, 1, 4, 5).clone(),
-        pairs=torch.stack([torch.arange(n), torch.arange(n).flip(0)], 1),
+        items={
+            "image": torch.arange(n, dtype=torch.float).view(n, 1, 1, 1).expand(n, 1, 28, 28).clone(),
+            "audio": -torch.arange(n, dtype=torch.float).view(n, 1, 1, 1).expand(n, 1, 4, 5).clone(),
+        },
+        rows={"image": torch.arange(n), "audio": torch.arange(n).flip(0)},
         labels=torch.arange(n) % 10,
         manifest_hash="x",
         preprocessing={},
+        source="test",
     )
 
 

@@ -18,7 +18,7 @@ from tiny_runs import tiny_run
 import dan.engine.checkpoint as ckpt
 from dan.cli import main
 from dan.data import TensorBatchLoader
-from dan.data.dataset import AVSplit
+from dan.data.dataset import Split
 from dan.engine.checkpoint import load_checkpoint, save_checkpoint
 from dan.errors import CheckpointError, DataFormatError
 
@@ -132,24 +132,23 @@ def test_unreachable_wandb_backend_keeps_the_run_offline(
     assert {"train/loss", "val/acc"} <= logged  # the offline run holds the training it can sync later
 
 
-def _split(n: int = 12) -> AVSplit:
-    return AVSplit(
-        name="train",
-        images=torch.zeros(n, 1, 28, 28),
-        audio=torch.zeros(n, 1, 4, 5),
-        pairs=torch.stack([torch.arange(n), torch.arange(n)], 1),
-        labels=torch.arange(n) % 10,
+def _split(n: int = 12) -> Split:
+    return Split.aligned(
+        "train",
+        {"image": torch.zeros(n, 1, 28, 28), "audio": torch.zeros(n, 1, 4, 5)},
+        torch.arange(n) % 10,
         manifest_hash="x",
         preprocessing={},
+        source="test",
     )
 
 
 def test_a_sample_that_cannot_be_loaded_is_named() -> None:
     split = _split()
-    split.pairs[7, 1] = 99  # a pair pointing past the audio rows (a stale or tampered pair table)
+    split.rows["audio"][7] = 99  # a row pointing past the audio storage (a stale or tampered sample table)
     loader = TensorBatchLoader(split, 4, shuffle=False)
     with pytest.raises(
-        DataFormatError, match=r"could not load sample 7 of split 'train' \(pair rows image/audio \[7, 99\]\)"
+        DataFormatError, match=r"could not load sample 7 of split 'train' \(audio row 99, image row 7\)"
     ):
         list(loader)
     assert len(list(TensorBatchLoader(_split(), 4, shuffle=False))) == 3

@@ -14,8 +14,8 @@ from tiny_runs import tiny_run
 import dan.engine.trainer as T
 from dan.config import load_config
 from dan.data.loader import check_finite_inputs
-from dan.data.synthetic import build_synthetic
-from dan.engine.recipes import load_recipe
+from dan.data.synthetic import SyntheticConfig, build_synthetic
+from dan.engine.recipes import run_config
 from dan.errors import ConfigError, DataFormatError
 
 TINY = tiny_run(
@@ -23,24 +23,23 @@ TINY = tiny_run(
 )
 
 
-def _poisoned(cfg):  # type: ignore[no-untyped-def]
-    splits = build_synthetic(cfg)
+def _poisoned(cfg, preprocessing=None, only=None):  # type: ignore[no-untyped-def]
+    splits = build_synthetic(cfg, preprocessing, only)
     train = splits["train"]
-    train.images[3, 0, 5, 5] = float("nan")
-    train.audio[5, 0, 0, 0] = float("inf")
+    train.items["image"][3, 0, 5, 5] = float("nan")
+    train.items["audio"][5, 0, 0, 0] = float("inf")
     return splits
 
 
 def _bad_samples() -> list[int]:
-    pairs = build_synthetic({"n_train": 120, "n_val": 40, "n_test": 40})["train"].pairs
-    return ((pairs[:, 0] == 3) | (pairs[:, 1] == 5)).nonzero().flatten().tolist()
+    rows = build_synthetic({"n_train": 120, "n_val": 40, "n_test": 40})["train"].rows
+    return ((rows["image"] == 3) | (rows["audio"] == 5)).nonzero().flatten().tolist()
 
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> dict:
-    recipe = load_recipe("avmnist_fusion")
-    monkeypatch.setattr(recipe, "build_data", _poisoned)
+    monkeypatch.setattr(SyntheticConfig, "build", _poisoned)
     cfg = load_config("quickstart", [*TINY, *extra, f"output_dir={tmp_path}", "run_name=n"])
-    return recipe.main(cfg)
+    return run_config(cfg)
 
 
 def test_nonfinite_inputs_stop_the_run_naming_the_samples(
@@ -69,7 +68,7 @@ def test_nonfinite_inputs_skipped_by_config(tmp_path: Path, monkeypatch: pytest.
 def test_check_finite_inputs_unit() -> None:
     split = build_synthetic({"n_train": 20, "n_val": 10, "n_test": 10})["val"]
     assert check_finite_inputs(split, "stop") is split  # clean data passes untouched
-    split.images[:] = float("nan")
+    split.items["image"][:] = float("nan")
     with pytest.raises(DataFormatError, match="every sample of split 'val' would be skipped"):
         check_finite_inputs(split, "skip")
     with pytest.raises(ConfigError, match="valid choices: stop, skip"):
@@ -91,10 +90,9 @@ def test_gradient_clipping_holds_a_high_learning_rate_stable(tmp_path: Path) -> 
         "scheduler.name=none",
         f"output_dir={tmp_path}",
     ]
-    recipe = load_recipe("avmnist_fusion")
     with pytest.raises(T.NonFiniteLossError, match="loss is nan at epoch 0"):
-        recipe.main(load_config("quickstart", [*high_lr, "train.grad_clip=0", "run_name=free"]))
-    summary = recipe.main(load_config("quickstart", [*high_lr, "train.grad_clip=1.0", "run_name=clip"]))
+        run_config(load_config("quickstart", [*high_lr, "train.grad_clip=0", "run_name=free"]))
+    summary = run_config(load_config("quickstart", [*high_lr, "train.grad_clip=1.0", "run_name=clip"]))
     assert summary["steps"] == 20
     history = json.loads((tmp_path / "clip" / "results.json").read_text())["history"]
     assert all(math.isfinite(v) for h in history for v in h.values())

@@ -49,7 +49,7 @@ def test_sigterm_and_ctrl_c_write_a_checkpoint_then_exit_cleanly(tmp_path: Path)
     run = [*TINY, "train.epochs=200", "train.log_every=1", "train.checkpoint_every=0", "logger=console"]
     run.append("quiet=false")  # step lines on stdout tell when to signal
     by_cli = [sys.executable, "-m", "dan.cli", "train", "quickstart", *run]
-    by_script = [sys.executable, "recipes/avmnist_fusion.py", "--config", "quickstart", *run]
+    by_script = [sys.executable, "recipes/fusion.py", "--config", "quickstart", *run]
     cases = {
         "term": (by_cli, signal.SIGTERM, 143),
         "int": (by_script, signal.SIGINT, 130),

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from dan.config import load_config
+from dan.data import build_data
 from dan.engine.checkpoint import load_checkpoint
-from dan.engine.recipes import load_recipe, run_config
+from dan.engine.recipes import run_config
 from dan.errors import ConfigError, DataFormatError, DataNotFoundError
 
 FAST = ["logger=none", "quiet=true", "train.epochs=1", "train.log_every=1000", "train.num_threads=1"]
@@ -61,6 +62,7 @@ def test_mnist_siamese_each_loss(tmp_path: Path, shared_data: Path, loss: str) -
     out = _run(
         f"mnist_siamese_{loss}",
         tmp_path,
+        f"data.root={shared_data}",
         "data.splits.train=test[:600]",
         "data.splits.val=test[600:800]",
         "data.splits.test=test[800:1000]",
@@ -72,7 +74,7 @@ def test_mnist_siamese_each_loss(tmp_path: Path, shared_data: Path, loss: str) -
     s, state = out["summary"], out["state"]
     assert state["metric_model"]["kind"] == ("pair_classifier" if loss == "pair_bce" else "siamese")
     assert state["metric_model"]["input_shapes"] == {"image": [1, 28, 28]}
-    assert state["config"]["loss"]["name"] == loss and "image" in state["preprocessing"]
+    assert state["config"]["loss"]["name"] == loss and "image" in state["preprocessing"]["modalities"]
     # one epoch on 600 digits already separates same from different pairs far better than chance
     assert s["test/auc"] > 0.75, s
     assert 0.0 <= s["test/far"] <= 1.0 and 0.0 <= s["test/frr"] <= 1.0
@@ -120,14 +122,10 @@ def test_fsdd_siamese_is_speaker_independent(tmp_path: Path, shared_data: Path) 
         "verify.test_pairs=50",
     )
     assert out["state"]["metric_model"]["input_shapes"] == {"audio": [1, 40, 63]}
-    splits, _ = load_recipe("siamese").build_splits(
-        {"name": "fsdd", "root": str(root), "val_speakers": ["jackson"], "test_speakers": ["george"]}, 0
-    )
+    splits = build_data({"name": "fsdd", "root": str(root), "val_speakers": ["jackson"], "test_speakers": ["george"]})
     assert [len(splits[k]) for k in ("train", "val", "test")] == [12, 12, 12]
     with pytest.raises(ConfigError, match="speakers found: george, jackson, lucas"):
-        load_recipe("siamese").build_splits(
-            {"name": "fsdd", "root": str(root), "val_speakers": ["x"], "test_speakers": ["george"]}, 0
-        )
+        build_data({"name": "fsdd", "root": str(root), "val_speakers": ["x"], "test_speakers": ["george"]})
 
 
 def test_avmnist_crossmodal_retrieval(tmp_path: Path, shared_data: Path) -> None:
@@ -152,7 +150,7 @@ def test_avmnist_crossmodal_retrieval(tmp_path: Path, shared_data: Path) -> None
         for k in ("precision_at_1", "r_precision", "mean_average_precision_at_r"):
             assert 0.0 <= s[f"test/{direction}/{k}"] <= 1.0
     assert out["state"]["metric_model"]["input_shapes"] == {"audio": [1, 40, 63], "image": [1, 28, 28]}
-    assert out["state"]["loss"]["loss.logit_scale"].numel() == 1  # the learnable temperature is saved
+    assert out["state"]["modules"]["loss"]["loss.logit_scale"].numel() == 1  # the learnable temperature is saved
 
 
 def test_single_sample_class_is_named(tmp_path: Path, shared_data: Path) -> None:
@@ -160,34 +158,37 @@ def test_single_sample_class_is_named(tmp_path: Path, shared_data: Path) -> None
     write_mnist_tree(tmp_path / "tree2", shared_data, classes=1, per_class=1, start=40)
     shutil.move(tmp_path / "tree2" / "digit_0", tmp_path / "tree" / "lonely")
     with pytest.raises(DataFormatError, match=r"class 3 \('lonely'\) has a single sample"):
-        load_recipe("siamese").build_splits({"name": "folder", "root": str(tmp_path / "tree")}, 0)
+        build_data({"name": "folder", "root": str(tmp_path / "tree")})
 
 
 def test_folder_bad_files_stop_or_skip_by_config(tmp_path: Path, shared_data: Path) -> None:
     tree = tmp_path / "tree"
     write_mnist_tree(tree, shared_data, classes=3, per_class=10)
     (tree / "digit_1" / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    build = load_recipe("siamese").build_splits
     with pytest.raises(DataFormatError, match="torn.png"):
-        build({"name": "folder", "root": str(tree)}, 0)
+        build_data({"name": "folder", "root": str(tree)})
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
-        splits, prep = build({"name": "folder", "root": str(tree), "on_bad_file": "skip"}, 0)
+        splits = build_data({"name": "folder", "root": str(tree), "on_bad_file": "skip"})
+    prep = splits["train"].preprocessing["modalities"]
     assert sum(len(s) for s in splits.values()) == 30 and prep["image"]["size"] == 28
     (tree / "empty_class").mkdir()
     with pytest.raises(DataNotFoundError, match="empty_class holds no image files"):
-        build({"name": "folder", "root": str(tree), "on_bad_file": "raise"}, 0)
+        build_data({"name": "folder", "root": str(tree), "on_bad_file": "raise"})
 
 
 def test_train_split_statistics_only(tmp_path: Path) -> None:
-    split = load_recipe("siamese")
+    from dan.data.labelled import labelled_splits
+
     parts = {
         "train": torch.rand(20, 1, 8, 8),
         "val": torch.rand(5, 1, 8, 8) + 5,
         "test": torch.rand(5, 1, 8, 8),
     }
-    normed, spec = split.normalise("image", parts, split.FeatureConfig())
+    labels = {k: torch.arange(len(v)) % 2 for k, v in parts.items()}
+    splits = labelled_splits("t", "image", parts, labels, ["a", "b"], {})
+    normed = {k: s.items["image"] for k, s in splits.items()}
     assert abs(float(normed["train"].mean())) < 1e-5 and float(normed["val"].mean()) > 5
-    assert spec["image"]["size"] == 8
+    assert splits["val"].preprocessing["modalities"]["image"]["size"] == 8
 
 
 def test_roc_plot_is_logged_to_wandb(tmp_path: Path) -> None:
@@ -210,7 +211,8 @@ def test_roc_plot_is_logged_to_wandb(tmp_path: Path) -> None:
     class Logger:
         run, wandb = Run(), wandb_module
 
-    log_figure = load_recipe("siamese").log_figure
+    from dan.engine.pair_eval import log_figure
+
     log_figure(Logger(), "test/roc", png, 7)
     ((payload, step),) = Logger.run.logged
     assert step == 7 and isinstance(payload["test/roc"], wandb.Image)

@@ -12,16 +12,16 @@ def test_synthetic_is_labelled_deterministic_and_learnable() -> None:
     assert set(a) == {"train", "val", "test"}
     for name in a:
         assert a[name].source == "synthetic" and "SYNTHETIC" in a[name].info["note"]
-        assert torch.equal(a[name].images, b[name].images) and torch.equal(a[name].audio, b[name].audio)
-    assert a["train"].images.shape == (200, 1, 28, 28)
+        assert torch.equal(a[name].items["image"], b[name].items["image"]) and torch.equal(a[name].items["audio"], b[name].items["audio"])
+    assert a["train"].items["image"].shape == (200, 1, 28, 28)
     assert torch.bincount(a["train"].labels).tolist() == [20] * 10
     # nearest class-mean classification of images must beat chance by far: the labels mean something
     tr, te = a["train"], a["test"]
-    means = torch.stack([tr.images[tr.labels == c].mean(0).flatten() for c in range(10)])
-    pred = torch.cdist(te.images.flatten(1), means).argmin(1)
+    means = torch.stack([tr.items["image"][tr.labels == c].mean(0).flatten() for c in range(10)])
+    pred = torch.cdist(te.items["image"].flatten(1), means).argmin(1)
     assert (pred == te.labels).float().mean() > 0.5
-    amean = torch.stack([tr.audio[tr.labels == c].mean(0).flatten() for c in range(10)])
-    apred = torch.cdist(te.audio.flatten(1), amean).argmin(1)
+    amean = torch.stack([tr.items["audio"][tr.labels == c].mean(0).flatten() for c in range(10)])
+    apred = torch.cdist(te.items["audio"].flatten(1), amean).argmin(1)
     assert (apred == te.labels).float().mean() > 0.5
 
 

@@ -15,7 +15,7 @@ from dan.cli import main
 from dan.config import load_config
 from dan.data.synthetic import build_synthetic
 from dan.engine.checkpoint import load_checkpoint
-from dan.engine.recipes import load_recipe
+from dan.engine.recipes import run_config
 from dan.errors import ConfigError
 
 TINY = tiny_run()
@@ -86,30 +86,32 @@ def test_split_heldout_is_disjoint_and_seeded() -> None:
     split = build_synthetic({"n_train": 50, "n_val": 10, "n_test": 10})["train"]
     train, held = T.split_heldout(split, 0.2, seed=3)
     assert len(train) == 40 and len(held) == 10 and held.name == "train-heldout"
-    rows = {tuple(r) for r in train.pairs.tolist()}
-    assert not rows & {tuple(r) for r in held.pairs.tolist()}
-    assert torch.equal(T.split_heldout(split, 0.2, seed=3)[1].pairs, held.pairs)
+    rows = set(train.rows["image"].tolist())
+    assert not rows & set(held.rows["image"].tolist())
+    assert torch.equal(T.split_heldout(split, 0.2, seed=3)[1].rows["audio"], held.rows["audio"])
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = T.head_losses
+    from dan.losses.balancers import StaticBalancer
+
+    real = StaticBalancer.combine
     calls = {"n": 0}
 
-    def poisoned(output, labels):  # type: ignore[no-untyped-def]
+    def poisoned(self, fused, per, ctx):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        fused, per = real(output, labels)
-        return (fused * float("nan"), per) if calls["n"] == 9 else (fused, per)
+        loss = real(self, fused, per, ctx)
+        return loss * float("nan") if calls["n"] == 9 else loss
 
-    monkeypatch.setattr(T, "head_losses", poisoned)
+    monkeypatch.setattr(StaticBalancer, "combine", poisoned)
     cfg = load_config(
         "quickstart", [*TINY, "train.checkpoint_every=4", f"output_dir={tmp_path}", "run_name=nan"]
     )
     with pytest.raises(
         T.NonFiniteLossError, match=r"loss is nan at epoch 1 step 8 .*last good checkpoint is .*last\.pt"
     ):
-        load_recipe("avmnist_fusion").main(cfg)
+        run_config(cfg)
     state = load_checkpoint(tmp_path / "nan" / "last.pt")
     assert state["progress"]["step"] == 8
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -132,12 +134,14 @@ def test_gradient_blend_holds_out_data_and_updates_weights(tmp_path: Path) -> No
     assert json.loads((tmp_path / "gb" / "results.json").read_text())["summary"]["steps"] == 15
 
 
-def test_global_batch_must_split_over_ranks() -> None:
-    from dan.engine.distributed import DistInfo
+def test_global_batch_must_split_over_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dan.engine.distributed as dist
+    from dan.engine import Engine
 
+    monkeypatch.setattr(dist, "setup", lambda device: dist.DistInfo(rank=0, world_size=3))
     cfg = load_config("quickstart", [*TINY, "train.batch_size=20"])
     with pytest.raises(ConfigError, match="train.batch_size=20 must divide by the 3 processes"):
-        load_recipe("avmnist_fusion").FusionRecipe(cfg, DistInfo(rank=0, world_size=3))
+        Engine(cfg)
 
 
 def test_resume_on_other_data_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

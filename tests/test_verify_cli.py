@@ -113,8 +113,8 @@ def test_crossmodal_verify_either_order(trained: dict[str, Path]) -> None:
 
 
 def test_checkpoints_that_cannot_verify(trained: dict[str, Path], tmp_path: Path) -> None:
-    fusion = save_checkpoint(tmp_path / "fusion.pt", {"config": {"recipe": "avmnist_fusion"}, "model": {}})
-    with pytest.raises(CheckpointError, match="trained by recipe 'avmnist_fusion', not a Siamese"):
+    fusion = save_checkpoint(tmp_path / "fusion.pt", {"config": {"recipe": "fusion"}, "model": {}})
+    with pytest.raises(CheckpointError, match="trained by recipe 'fusion', not a Siamese"):
         load_metric_checkpoint(fusion)
     state = load_checkpoint(trained["siamese"])
     state.pop("verification")

@@ -56,7 +56,7 @@ def test_offline_run_logs_config_steps_validation_and_artifacts(tmp_path: Path) 
     kinds = [r.WhichOneof("record_type") for r in records]
 
     config = _items(next(r for r in records if kinds[records.index(r)] == "run").run.config.update)
-    assert config["recipe"] == "avmnist_fusion" and config["optimizer"]["lr"] == 0.003
+    assert config["recipe"] == "fusion" and config["optimizer"]["lr"] == 0.003
     assert config["data"]["n_train"] == 120
 
     history = [_items(r.history.item) for r in records if r.WhichOneof("record_type") == "history"]

@@ -1,28 +1,25 @@
-"""Datasets of dan: real AV-MNIST from MNIST + FSDD, and a synthetic stand-in."""
+"""Datasets of dan, by registry: AV-MNIST, MNIST, FSDD, a class-folder tree, a CSV/JSONL manifest of your own
+files, and a synthetic stand-in; modality readers turn files into tower inputs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from dan.data.dataset import AVSplit
+from dan.data.dataset import Dataset, Split
 from dan.data.loader import TensorBatchLoader
-from dan.errors import ConfigError
+from dan.data.readers import READERS, Reader, build_reader, reader_from_spec, register_reader
+from dan.data.registry import DATASETS, build_data, build_dataset, dataset_names, register_dataset
 
-DATASETS = ("avmnist", "synthetic")
-
-__all__ = ["AVSplit", "DATASETS", "TensorBatchLoader", "build_data"]
-
-
-def build_data(cfg: Mapping[str, Any]) -> dict[str, AVSplit]:
-    """Build the splits named by a ``data`` config; ``cfg["name"]`` picks the dataset."""
-    name = cfg.get("name", "avmnist")
-    if name == "avmnist":
-        from dan.data.avmnist import build_avmnist
-
-        return build_avmnist(cfg)
-    if name == "synthetic":
-        from dan.data.synthetic import build_synthetic
-
-        return build_synthetic(cfg)
-    raise ConfigError(f"data.name={name!r} is unknown; valid: {', '.join(DATASETS)}")
+__all__ = [
+    "DATASETS",
+    "READERS",
+    "Dataset",
+    "Reader",
+    "Split",
+    "TensorBatchLoader",
+    "build_data",
+    "build_dataset",
+    "build_reader",
+    "dataset_names",
+    "reader_from_spec",
+    "register_dataset",
+    "register_reader",
+]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,11 @@ from torch import Tensor
 
 from dan.data import fsdd, mnist
 from dan.data.cache import atomic_write_bytes, fingerprint_files, load_tensors, save_tensors, stable_hash
-from dan.data.dataset import AVSplit
+from dan.data.dataset import Split
 from dan.data.features import FeatureConfig, Standardizer, add_noise_at_snr, compute_features, pad_or_trim
 from dan.data.pairing import AUDIO_REUSE, pair_by_class, split_generator
+from dan.data.readers import AudioReader, ImageReader, modality_specs
+from dan.data.registry import register_dataset
 from dan.errors import ConfigError
 from dan.paths import cache_root, data_root
 
@@ -49,9 +51,10 @@ class HardConfig:
     snr_db: float = 0.0
 
 
+@register_dataset("avmnist")
 @dataclass(frozen=True)
 class AVMnistConfig:
-    """Everything that determines an AV-MNIST build (``data.*`` keys)."""
+    """Everything that determines an AV-MNIST build (``data.*`` keys); the registered ``avmnist`` dataset."""
 
     root: str | None = None
     cache_dir: str | None = None
@@ -67,14 +70,23 @@ class AVMnistConfig:
     use_cache: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.audio, Mapping):
+            _reject_unknown(self.audio, FeatureConfig, "data.audio")
+            object.__setattr__(self, "audio", FeatureConfig(**self.audio))
+        if isinstance(self.hard, Mapping):
+            _reject_unknown(self.hard, HardConfig, "data.hard")
+            object.__setattr__(self, "hard", HardConfig(**self.hard))
+        object.__setattr__(self, "splits", {k: dict(v) for k, v in dict(self.splits).items()})
+        if self.heldout_speakers is not None:
+            object.__setattr__(self, "heldout_speakers", tuple(self.heldout_speakers))
+        if "train" not in self.splits:
+            raise ConfigError("data.splits needs a 'train' entry (normalisation and PCA are fitted on it)")
         if self.variant not in VARIANTS:
             raise ConfigError(f"data.variant={self.variant!r} is unknown; valid: {', '.join(VARIANTS)}")
         if self.audio_reuse not in AUDIO_REUSE:
             raise ConfigError(f"data.audio_reuse={self.audio_reuse!r} is unknown; valid: {', '.join(AUDIO_REUSE)}")
         if self.pairs_per_image < 1:
             raise ConfigError(f"data.pairs_per_image must be >= 1, got {self.pairs_per_image}")
-        if "train" not in self.splits:
-            raise ConfigError("data.splits needs a 'train' entry (normalisation and PCA are fitted on it)")
         for name, spec in self.splits.items():
             missing = {"mnist", "fsdd"} - set(spec)
             if missing:
@@ -88,17 +100,19 @@ class AVMnistConfig:
         cfg = dict(cfg)
         cfg.pop("name", None)
         _reject_unknown(cfg, cls, "data")
-        if "audio" in cfg:
-            _reject_unknown(cfg["audio"], FeatureConfig, "data.audio")
-            cfg["audio"] = FeatureConfig(**cfg["audio"])
-        if "hard" in cfg:
-            _reject_unknown(cfg["hard"], HardConfig, "data.hard")
-            cfg["hard"] = HardConfig(**cfg["hard"])
-        if cfg.get("splits") is not None:
-            cfg["splits"] = {k: dict(v) for k, v in cfg["splits"].items()}
-        if cfg.get("heldout_speakers") is not None:
-            cfg["heldout_speakers"] = tuple(cfg["heldout_speakers"])
+        if cfg.get("splits") is None:
+            cfg.pop("splits", None)
         return cls(**cfg)
+
+    def input_shapes(self) -> dict[str, list[int]]:
+        """``{m: item shape}`` of the built splits, known without reading data."""
+        return {"image": [1, 28, 28], "audio": [1, self.audio.num_bins, self.audio.num_frames]}
+
+    def build(
+        self, preprocessing: Mapping[str, Any] | None = None, only: Sequence[str] | None = None
+    ) -> dict[str, Split]:
+        """The splits (see :func:`build_avmnist`)."""
+        return build_avmnist(self, preprocessing, only)
 
     def cache_key_material(self) -> dict[str, Any]:
         """The fields that change the built data (not where it lives)."""
@@ -116,31 +130,54 @@ def _reject_unknown(cfg: Mapping[str, Any], cls: type, prefix: str) -> None:
         raise ConfigError(f"unknown key {prefix}.{unknown[0]}; valid keys: {', '.join(sorted(valid))}")
 
 
-def pca_reconstruct(train: Tensor, images: Tensor, variance: float) -> tuple[Tensor, int]:
-    """Project ``images`` on the leading principal components of ``train`` that explain ``variance``.
-
-    Args:
-        train: ``[N, D]`` float rows the PCA is fitted on.
-        images: ``[M, D]`` float rows to reconstruct.
-    Returns:
-        ``[M, D]`` reconstructions and the number of components kept.
-    """
+def fit_pca(train: Tensor, variance: float) -> dict[str, Any]:
+    """The leading principal components of ``train [N, D]`` that explain ``variance``:
+    ``{"mean": [D], "basis": [k, D]}`` as lists (stored in the preprocessing, so eval applies the same basis)."""
     mean = train.mean(dim=0)
     _, s, vh = torch.linalg.svd(train - mean, full_matrices=False)
     explained = (s**2).cumsum(0) / (s**2).sum()
     k = int((explained < variance).sum().item()) + 1
-    basis = vh[:k]
-    return (images - mean) @ basis.T @ basis + mean, k
+    return {"mean": mean.tolist(), "basis": vh[:k].tolist()}
 
 
-def build_avmnist(cfg: AVMnistConfig | Mapping[str, Any]) -> dict[str, AVSplit]:
-    """Build (or reload from cache) every split named in ``cfg.splits``."""
+def pca_project(images: Tensor, pca: Mapping[str, Any]) -> Tensor:
+    """Reconstruct ``images [M, H, W]`` from the PCA components ``pca`` keeps (same shape)."""
+    mean, basis = torch.tensor(pca["mean"]), torch.tensor(pca["basis"])
+    flat = images.reshape(len(images), -1)
+    return ((flat - mean) @ basis.T @ basis + mean).reshape(images.shape)
+
+
+def pca_reconstruct(train: Tensor, images: Tensor, variance: float) -> tuple[Tensor, int]:
+    """Project ``images [M, D]`` on the leading principal components of ``train [N, D]`` that explain
+    ``variance``; returns ``[M, D]`` reconstructions and the number of components kept."""
+    pca = fit_pca(train, variance)
+    return pca_project(images, pca), len(pca["basis"])
+
+
+def build_avmnist(
+    cfg: AVMnistConfig | Mapping[str, Any],
+    preprocessing: Mapping[str, Any] | None = None,
+    only: Sequence[str] | None = None,
+) -> dict[str, Split]:
+    """Build (or reload from cache) every split named in ``cfg.splits`` (or those in ``only``).
+
+    With ``preprocessing`` (a checkpoint's), images and features are normalised (and, for the hard variant,
+    PCA-projected) with its stored statistics and nothing is fitted: only the requested splits are read, and
+    no training split is needed.
+    """
     if not isinstance(cfg, AVMnistConfig):
         cfg = AVMnistConfig.from_dict(cfg)
+    names = list(cfg.splits) if only is None else [n for n in cfg.splits if n in only]
+    if only is not None and not names:
+        raise ConfigError(f"data.splits has no split {list(only)}; valid choices: {', '.join(cfg.splits)}")
     root = data_root(cfg.root)
-    bases = sorted({mnist_spec_base(s["mnist"]) for s in cfg.splits.values()})
+    wanted = names if preprocessing is not None else list(cfg.splits)
+    bases = sorted({mnist_spec_base(cfg.splits[s]["mnist"]) for s in wanted})
     image_files = [p for base in bases for p in mnist.mnist_files(root, base)]
     recordings = fsdd.index_recordings(fsdd.fsdd_dir(root))
+    if preprocessing is not None:
+        payload = _build_payload(cfg, root, bases, recordings, wanted, preprocessing)
+        return _splits_from_payload(payload, None, names)
     key_material = {
         "version": CACHE_VERSION,
         "config": cfg.cache_key_material(),
@@ -153,13 +190,13 @@ def build_avmnist(cfg: AVMnistConfig | Mapping[str, Any]) -> dict[str, AVSplit]:
         payload = load_tensors(cache_file)
         log.info("AV-MNIST loaded from cache %s", cache_file)
     else:
-        payload = _build_payload(cfg, root, bases, recordings)
+        payload = _build_payload(cfg, root, bases, recordings, wanted, None)
         if cfg.use_cache:
             save_tensors(cache_file, payload)
             manifest = payload["manifest"]
             atomic_write_bytes(cache_file.with_suffix(".manifest.json"), json.dumps(manifest, indent=1).encode())
             log.info("AV-MNIST cache written to %s (manifest hash %s)", cache_file, payload["manifest_hash"])
-    return _splits_from_payload(payload, cache_file)
+    return _splits_from_payload(payload, cache_file if cfg.use_cache else None, names)
 
 
 def mnist_spec_base(spec: str) -> str:
@@ -170,7 +207,12 @@ def mnist_spec_base(spec: str) -> str:
 
 
 def _build_payload(
-    cfg: AVMnistConfig, root: Path, bases: list[str], recordings: list[fsdd.Recording]
+    cfg: AVMnistConfig,
+    root: Path,
+    bases: list[str],
+    recordings: list[fsdd.Recording],
+    names: list[str],
+    stored: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     from dan.data.splits import parse_split
 
@@ -184,7 +226,8 @@ def _build_payload(
     feats = compute_features(padded, cfg.audio)
 
     chosen: dict[str, dict[str, Any]] = {}
-    for name, spec in cfg.splits.items():
+    for name in names:
+        spec = cfg.splits[name]
         mspec = parse_split(spec["mnist"], mnist.MNIST_SPLITS)
         images, labels = mnist_data[mspec.base]
         img_idx = torch.tensor(list(mspec.resolve(len(labels))), dtype=torch.long)
@@ -204,17 +247,31 @@ def _build_payload(
             "labels": img_labels[pairs[:, 0]],
         }
 
-    train = chosen["train"]
-    pca_components = None
-    if cfg.variant == "hard":
-        flat_train = train["images"].reshape(len(train["images"]), -1)
+    if stored is None:
+        train = chosen["train"]
+        pca = None
+        if cfg.variant == "hard":
+            pca = fit_pca(train["images"].reshape(len(train["images"]), -1), cfg.hard.pca_variance)
         for part in chosen.values():
-            flat = part["images"].reshape(len(part["images"]), -1)
-            recon, pca_components = pca_reconstruct(flat_train, flat, cfg.hard.pca_variance)
-            part["images"] = recon.reshape(-1, 28, 28)
-    img_mean = float(train["images"].mean())
-    img_std = float(train["images"].std())
-    standardize = Standardizer.fit(feats[train["audio_rows"]])
+            if pca is not None:
+                part["images"] = pca_project(part["images"], pca)
+        img_mean = float(train["images"].mean())
+        img_std = float(train["images"].std())
+        standardize = Standardizer.fit(feats[train["audio_rows"]])
+    else:
+        specs = modality_specs(stored)
+        pca = stored.get("pca")
+        if cfg.variant == "hard" and pca is None:
+            raise ConfigError("the checkpoint holds no PCA basis for the hard variant; evaluate with a newer checkpoint")
+        for part in chosen.values():
+            if pca is not None:
+                part["images"] = pca_project(part["images"], pca)
+        img_mean, img_std = float(_first(specs["image"]["mean"])), float(_first(specs["image"]["std"]))
+        audio_stats = specs["audio"].get("standardize") or specs["audio"]
+        standardize = Standardizer(torch.tensor(audio_stats["mean"]), torch.tensor(audio_stats["std"]))
+    image_reader, audio_reader = ImageReader(size=28), AudioReader(features=cfg.audio)
+    image_reader.set_stats(img_mean, img_std)
+    audio_reader.set_stats(standardize.mean, standardize.std)
 
     manifest: dict[str, Any] = {"config": cfg.cache_key_material(), "splits": {}}
     payload: dict[str, Any] = {"splits": {}}
@@ -238,23 +295,28 @@ def _build_payload(
     payload["manifest"] = manifest
     payload["manifest_hash"] = stable_hash(manifest)
     payload["preprocessing"] = {
-        "image": {"mean": img_mean, "std": img_std, "size": 28},
-        "audio": {"features": cfg.audio.to_dict(), "standardize": standardize.to_dict()},
+        "modalities": {"image": image_reader.spec(), "audio": audio_reader.spec()},
+        "classes": [str(d) for d in range(10)],
         "variant": cfg.variant,
-        "pca_components": pca_components,
+        "pca": pca,
     }
     payload["skipped_files"] = [r.path.name for r in recordings if r.path.name not in row_of]
     return payload
 
 
-def _splits_from_payload(payload: dict[str, Any], cache_file: Path) -> dict[str, AVSplit]:
+def _first(value: Any) -> float:
+    return value[0] if isinstance(value, list) else value
+
+
+def _splits_from_payload(payload: dict[str, Any], cache_file: Path | None, names: Sequence[str]) -> dict[str, Split]:
     out = {}
-    for name, part in payload["splits"].items():
-        out[name] = AVSplit(
+    for name in names:
+        part = payload["splits"][name]
+        pairs = part["pairs"]
+        out[name] = Split(
             name=name,
-            images=part["images"],
-            audio=part["audio"],
-            pairs=part["pairs"],
+            items={"image": part["images"], "audio": part["audio"]},
+            rows={"image": pairs[:, 0].contiguous(), "audio": pairs[:, 1].contiguous()},
             labels=part["labels"],
             manifest_hash=payload["manifest_hash"],
             preprocessing=payload["preprocessing"],
@@ -264,7 +326,7 @@ def _splits_from_payload(payload: dict[str, Any], cache_file: Path) -> dict[str,
                 "speakers": part["speakers"],
                 "num_recordings": part["num_recordings"],
                 "num_images": int(part["images"].shape[0]),
-                "cache_file": str(cache_file),
+                "cache_file": str(cache_file) if cache_file else None,
                 "skipped_files": payload["skipped_files"],
                 "mnist": payload["manifest"]["splits"][name]["mnist"],
                 "fsdd": payload["manifest"]["splits"][name]["fsdd"],

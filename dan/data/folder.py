@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from dan.data.dataset import Split
 from dan.data.features import FeatureConfig, compute_features, pad_or_trim
 from dan.data.fsdd import read_wav
 from dan.data.images import IMAGE_SUFFIXES, read_image
+from dan.data.labelled import labelled_splits
+from dan.data.pairing import split_generator
+from dan.data.registry import register_dataset
 from dan.errors import ConfigError, DataFormatError, DataNotFoundError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -122,3 +128,60 @@ def load_folder_tree(
     return FolderSet(
         stacked, torch.tensor([relabel[c] for c in labels]), [classes[c] for c in present], kept, modality
     )
+
+
+@register_dataset("folder")
+@dataclass
+class FolderDataset:
+    """A tree ``root/<class_name>/<file>`` of one modality (``image`` or ``audio``), split per class by
+    ``val_fraction`` and ``test_fraction`` (seeded by ``seed``)."""
+
+    root: str | None = None
+    modality: str = "image"
+    on_bad_file: str = "raise"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    image_size: int = 28
+    audio: Any = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from dan.data.readers import AudioReader
+
+        if self.root in (None, "", "???"):
+            raise ConfigError("data.root is required for data.name=folder: a folder of class_name/ sub-folders")
+        if self.modality not in ("image", "audio"):
+            raise ConfigError(f"data.modality={self.modality!r} is unknown; valid: image, audio")
+        fractions = (self.val_fraction, self.test_fraction)
+        if any(not 0.0 < float(f) < 1.0 for f in fractions) or sum(fractions) >= 1.0:
+            raise ConfigError(
+                "data.val_fraction and data.test_fraction must lie in (0, 1) and sum below 1, got "
+                f"{self.val_fraction}, {self.test_fraction}"
+            )
+        self.features: FeatureConfig = AudioReader(features=self.audio).features
+
+    def input_shapes(self) -> dict[str, list[int]]:
+        """``{m: item shape}`` of the built splits, known without reading data."""
+        if self.modality == "image":
+            return {"image": [1, self.image_size, self.image_size]}
+        return {"audio": [1, self.features.num_bins, self.features.num_frames]}
+
+    def build(self, preprocessing: Mapping[str, Any] | None = None, only: Sequence[str] | None = None) -> dict[str, Split]:
+        fs = load_folder_tree(Path(str(self.root)), self.modality, self.on_bad_file, self.image_size, self.features)
+        g = split_generator(self.seed, "folder")
+        chosen: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+        for c in range(len(fs.classes)):  # stratified: every class is split by the same fractions
+            idx = (fs.labels == c).nonzero().squeeze(1)
+            idx = idx[torch.randperm(len(idx), generator=g)].tolist()
+            n_val, n_test = round(len(idx) * self.val_fraction), round(len(idx) * self.test_fraction)
+            chosen["val"] += idx[:n_val]
+            chosen["test"] += idx[n_val : n_val + n_test]
+            chosen["train"] += idx[n_val + n_test :]
+        keep = [k for k in chosen if only is None or k in only or (preprocessing is None and k == "train")]
+        index = {k: torch.tensor(sorted(chosen[k]), dtype=torch.long) for k in keep}
+        config = {"root": str(self.root), "modality": self.modality, "size": self.image_size, "seed": self.seed}
+        splits = labelled_splits(
+            "folder", self.modality, {k: fs.items[v] for k, v in index.items()},
+            {k: fs.labels[v] for k, v in index.items()}, fs.classes, config, preprocessing, self.features,
+        )
+        return {k: v for k, v in splits.items() if only is None or k in only}

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from dan.data.dataset import AVSplit
+from dan.data.dataset import Split
 from dan.errors import ConfigError, DataFormatError
 
 NONFINITE_MODES = ("stop", "skip")
 
 
 class TensorBatchLoader:
-    """Iterates an :class:`AVSplit` in batches of ``{"image", "audio", "label", "index"}`` tensors.
+    """Iterates a :class:`Split` in batches of ``{m, f"{m}_mask" per modality, "label", "index"}`` tensors.
 
     Shuffling is seeded by ``(seed, epoch)``, so an epoch's order is known without running it; that is what
     lets a resumed run skip the batches it already saw. Under DDP each rank takes every ``world_size``-th
@@ -25,7 +24,7 @@ class TensorBatchLoader:
 
     def __init__(
         self,
-        split: AVSplit,
+        split: Split,
         batch_size: int,
         shuffle: bool = True,
         seed: int = 0,
@@ -80,14 +79,16 @@ class TensorBatchLoader:
         self.start_batch = 0
 
 
-def _describe(split: AVSplit, i: int) -> str:
-    row = split.pairs[i].tolist() if 0 <= i < len(split) else "?"
-    return f"sample {i} of split {split.name!r} (pair rows image/audio {row})"
+def _describe(split: Split, i: int) -> str:
+    if not 0 <= i < len(split):
+        return f"sample {i} of split {split.name!r}"
+    rows = ", ".join(f"{m} row {int(split.rows[m][i])}" for m in split.modalities)
+    return f"sample {i} of split {split.name!r} ({rows})"
 
 
-def gather(split: AVSplit, idx: Tensor) -> dict[str, Tensor]:
+def gather(split: Split, idx: Tensor) -> dict[str, Tensor]:
     """``split.batch(idx)``; a failure raises DataFormatError naming the first sample at fault (its index and
-    pair rows) instead of a bare indexing error. ``idx [B]`` int64."""
+    storage rows) instead of a bare indexing error. ``idx [B]`` int64."""
     try:
         return split.batch(idx)
     except (IndexError, RuntimeError) as exc:
@@ -96,20 +97,30 @@ def gather(split: AVSplit, idx: Tensor) -> dict[str, Tensor]:
                 split.batch(torch.tensor([i]))
             except (IndexError, RuntimeError) as one:
                 raise DataFormatError(
-                    f"could not load {_describe(split, i)}: {one}; the pair table does not fit the data: "
+                    f"could not load {_describe(split, i)}: {one}; the sample table does not fit the data: "
                     "delete the dataset cache (DAN_CACHE) and rebuild it"
                 ) from exc
         raise
 
 
-def nonfinite_samples(split: AVSplit) -> Tensor:
-    """Indices ``[K]`` of the samples whose image or audio holds NaN or Inf (sorted)."""
-    bad_rows = {m: ~torch.isfinite(getattr(split, m).flatten(1)).all(dim=1) for m in ("images", "audio")}
-    bad = bad_rows["images"][split.pairs[:, 0]] | bad_rows["audio"][split.pairs[:, 1]]
+def nonfinite_samples(split: Split, chunk: int = 8192) -> Tensor:
+    """Indices ``[K]`` of the samples any of whose (present) inputs holds NaN or Inf (sorted). Integer
+    storage cannot hold either and is not scanned; float storage is scanned ``chunk`` rows at a time."""
+    bad = torch.zeros(len(split), dtype=torch.bool)
+    for m in split.modalities:
+        items = split.items[m]
+        if not items.is_floating_point():
+            continue
+        bad_rows = torch.cat(
+            [~torch.isfinite(items[s : s + chunk].flatten(1)).all(dim=1) for s in range(0, items.shape[0], chunk)]
+        ) if items.shape[0] else torch.zeros(0, dtype=torch.bool)
+        rows = split.rows[m]
+        present = rows >= 0
+        bad[present] |= bad_rows[rows[present]]
     return bad.nonzero().flatten()
 
 
-def check_finite_inputs(split: AVSplit, mode: str = "stop") -> AVSplit:
+def check_finite_inputs(split: Split, mode: str = "stop") -> Split:
     """``split`` unchanged when every input is finite. Otherwise the samples holding NaN/Inf are named, then
     ``mode="stop"`` raises DataFormatError and ``mode="skip"`` warns and returns the split without them."""
     if mode not in NONFINITE_MODES:
@@ -128,4 +139,4 @@ def check_finite_inputs(split: AVSplit, mode: str = "stop") -> AVSplit:
     warnings.warn(f"skipped {what}", stacklevel=2)
     keep = torch.ones(len(split), dtype=torch.bool)
     keep[bad] = False
-    return replace(split, pairs=split.pairs[keep], labels=split.labels[keep])
+    return split.select(keep.nonzero().flatten())

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -124,3 +125,42 @@ def cross_modal_pairs(
     same[:n_pos] = 1.0
     order = torch.randperm(num_pairs, generator=generator)
     return torch.stack([left, right], 1)[order], same[order]
+
+
+class PairBatches:
+    """Balanced same/different pairs of one modality of ``split``, drawn afresh every epoch (seeded by
+    ``(seed, epoch)``), in batches ``{m: [B, ...], f"{m}_b": [B, ...], "same": [B] float}``; under DDP each
+    rank takes every ``world_size``-th pair. Iterates like :class:`~dan.data.TensorBatchLoader`."""
+
+    def __init__(
+        self,
+        split: Any,
+        modality: str,
+        num_pairs: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.split, self.modality, self.num_pairs = split, modality, num_pairs
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's pairs; skip the first ``start_batch`` batches (a resumed run saw them)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return (self.num_pairs // self.world_size) // self.batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        from dan.data.pairing import split_generator
+
+        g = split_generator(self.seed, f"train-pairs-{self.epoch}")
+        pairs, same = balanced_pairs(self.split.labels, self.num_pairs, g, "train pairs", self.split.preprocessing.get("classes"))
+        pairs, same = pairs[self.rank :: self.world_size], same[self.rank :: self.world_size]
+        m, bs = self.modality, self.batch_size
+        for b in range(self.start_batch, len(self)):
+            p = pairs[b * bs : (b + 1) * bs]
+            yield {m: self.split.batch(p[:, 0])[m], f"{m}_b": self.split.batch(p[:, 1])[m], "same": same[b * bs : (b + 1) * bs]}
+        self.start_batch = 0

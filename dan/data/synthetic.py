@@ -9,7 +9,7 @@ carries ``source="synthetic"``, and reports name it so.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -18,9 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dan.data.cache import stable_hash
-from dan.data.dataset import AVSplit
+from dan.data.dataset import Split
 from dan.data.features import FeatureConfig, Standardizer, compute_features
 from dan.data.pairing import split_generator
+from dan.data.readers import AudioReader, ImageReader, modality_specs
+from dan.data.registry import register_dataset
 from dan.errors import ConfigError
 
 # Segments a..g of a seven-segment display: (row0, row1, col0, col1) in a 28x28 canvas.
@@ -31,9 +33,11 @@ _SEGMENTS = {
 _DIGIT_SEGMENTS = ["abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg", "abcdfg"]
 
 
+@register_dataset("synthetic")
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Sizes and difficulty of the synthetic set (``data.*`` keys with ``data.name=synthetic``)."""
+    """Sizes and difficulty of the synthetic set (``data.*`` keys with ``data.name=synthetic``); the
+    registered ``synthetic`` dataset."""
 
     seed: int = 0
     n_train: int = 2000
@@ -42,6 +46,29 @@ class SyntheticConfig:
     image_noise: float = 0.15
     audio_noise: float = 0.1
     audio: FeatureConfig = field(default_factory=FeatureConfig)
+    root: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("n_train", "n_val", "n_test"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if isinstance(self.audio, Mapping):
+            valid = {f.name for f in fields(FeatureConfig)}
+            bad = sorted(set(self.audio) - valid)
+            if bad:
+                raise ConfigError(f"unknown key data.audio.{bad[0]}; valid keys: {', '.join(sorted(valid))}")
+            object.__setattr__(self, "audio", FeatureConfig(**self.audio))
+
+    def input_shapes(self) -> dict[str, list[int]]:
+        """``{m: item shape}`` of the built splits, known without reading data."""
+        return {"image": [1, 28, 28], "audio": [1, self.audio.num_bins, self.audio.num_frames]}
+
+    def build(
+        self, preprocessing: Mapping[str, Any] | None = None, only: Sequence[str] | None = None
+    ) -> dict[str, Split]:
+        """The splits (see :func:`build_synthetic`)."""
+        return build_synthetic(self, preprocessing, only)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> SyntheticConfig:
@@ -51,11 +78,6 @@ class SyntheticConfig:
         for key in cfg:
             if key not in valid:
                 raise ConfigError(f"unknown key data.{key} for data.name=synthetic; valid keys: {', '.join(sorted(valid))}")
-        for key in ("n_train", "n_val", "n_test"):
-            if int(cfg.get(key, 1)) < 1:
-                raise ConfigError(f"data.{key} must be >= 1, got {cfg[key]}")
-        if "audio" in cfg:
-            cfg["audio"] = FeatureConfig(**dict(cfg["audio"]))
         return cls(**cfg)
 
 
@@ -99,38 +121,53 @@ def synth_waveforms(labels: Tensor, generator: torch.Generator, cfg: SyntheticCo
     return loud * envelope * wave + cfg.audio_noise * torch.randn(n, length, generator=generator)
 
 
-def build_synthetic(cfg: SyntheticConfig | Mapping[str, Any]) -> dict[str, AVSplit]:
-    """Build SYNTHETIC train/val/test splits; pairs are one image and one recording each."""
+def build_synthetic(
+    cfg: SyntheticConfig | Mapping[str, Any],
+    preprocessing: Mapping[str, Any] | None = None,
+    only: Sequence[str] | None = None,
+) -> dict[str, Split]:
+    """Build SYNTHETIC train/val/test splits (or those in ``only``); each sample is one image and one
+    recording. With ``preprocessing`` its stored statistics normalise the inputs instead of the train split's."""
     if not isinstance(cfg, SyntheticConfig):
         cfg = SyntheticConfig.from_dict(cfg)
+    sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
+    names = [n for n in sizes if only is None or n in only]
+    if not names:
+        raise ConfigError(f"the synthetic set has no split {list(only or [])}; valid choices: train, val, test")
     raw: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
-    for name, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)):
+    for name in sizes if preprocessing is None else names:
+        n = sizes[name]
         g = split_generator(cfg.seed, f"synthetic-{name}")
         labels = torch.arange(n) % 10
         labels = labels[torch.randperm(n, generator=g)]
         images = render_images(labels, g, cfg.image_noise)
         feats = compute_features(synth_waveforms(labels, g, cfg), cfg.audio)
         raw[name] = (images, feats, labels)
-    img_mean, img_std = float(raw["train"][0].mean()), float(raw["train"][0].std())
-    standardize = Standardizer.fit(raw["train"][1])
-    preprocessing = {
-        "image": {"mean": img_mean, "std": img_std, "size": 28},
-        "audio": {"features": cfg.audio.to_dict(), "standardize": standardize.to_dict()},
+    image_reader, audio_reader = ImageReader(size=28), AudioReader(features=cfg.audio)
+    if preprocessing is None:
+        standardize = Standardizer.fit(raw["train"][1])
+        image_reader.set_stats(float(raw["train"][0].mean()), float(raw["train"][0].std()))
+        audio_reader.set_stats(standardize.mean, standardize.std)
+    else:
+        specs = modality_specs(preprocessing)
+        image_reader.load_stats(specs["image"])
+        audio_reader.load_stats(specs["audio"])
+    spec = {
+        "modalities": {"image": image_reader.spec(), "audio": audio_reader.spec()},
+        "classes": [str(d) for d in range(10)],
         "variant": "synthetic",
     }
     manifest_hash = stable_hash({"synthetic": cfg.__repr__()})
     out = {}
-    for name, (images, feats, labels) in raw.items():
-        n = len(labels)
-        out[name] = AVSplit(
-            name=name,
-            images=((images - img_mean) / img_std).unsqueeze(1),
-            audio=standardize(feats),
-            pairs=torch.arange(n).repeat(2, 1).T.contiguous(),
-            labels=labels,
+    for name in names:
+        images, feats, labels = raw[name]
+        out[name] = Split.aligned(
+            name,
+            {"image": image_reader.normalise(images.unsqueeze(1)), "audio": audio_reader.normalise(feats)},
+            labels,
             manifest_hash=manifest_hash,
-            preprocessing=preprocessing,
+            preprocessing=spec,
             source="synthetic",
-            info={"note": "SYNTHETIC data: procedurally generated digits, not MNIST/FSDD", "num_images": n},
+            info={"note": "SYNTHETIC data: procedurally generated digits, not MNIST/FSDD", "num_images": len(labels)},
         )
     return out

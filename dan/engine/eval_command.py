@@ -1,5 +1,8 @@
 """``dan eval CHECKPOINT [key=value ...]``: accuracy (fused, per modality, per class), confusion matrix,
-accuracy with each modality removed and against noise; JSON + PNG plots in the run directory."""
+accuracy with each modality removed and against noise; JSON + PNG plots in the run directory.
+
+The data is normalised with the checkpoint's stored preprocessing, and only the evaluated split is read,
+so ``data.root=PATH`` may point at a root that holds nothing but test files."""
 
 from __future__ import annotations
 
@@ -48,11 +51,10 @@ def evaluate_checkpoint(
     device = select_device(cfg.device)
     model = loaded.model.to(device)
     split_name = cfg.eval.split
-    splits = build_data(to_dict(cfg.data))
+    # the checkpoint's own normalisation, never statistics refitted on the new data
+    splits = build_data(to_dict(cfg.data), preprocessing=loaded.preprocessing.spec, only=[split_name])
     if split_name not in splits:
-        raise ConfigError(
-            f"eval.split={split_name!r} is not a split of this data; valid choices: {', '.join(splits)}"
-        )
+        raise ConfigError(f"eval.split={split_name!r} is not a split of this data; pick one it holds")
     split = splits[split_name]
 
     def batches() -> TensorBatchLoader:

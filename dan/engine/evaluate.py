@@ -82,6 +82,8 @@ def evaluate(
         if transform is not None:
             batch = transform(batch)
         labels = batch["label"]
+        if labels.numel() == 0:
+            continue
         with autocast(device, amp):
             out = model(batch)
         logits = out.logits.float()
@@ -104,10 +106,18 @@ def evaluate(
 
 
 def drop_modality(m: str) -> Transform:
-    """A transform that removes modality ``m`` from every batch."""
+    """A transform that removes modality ``m`` from every batch, and the samples left with no modality
+    (they have no prediction without ``m``)."""
 
     def transform(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {k: v for k, v in batch.items() if k not in (m, f"{m}_mask")}
+        out = {k: v for k, v in batch.items() if k not in (m, f"{m}_mask")}
+        masks = [v for k, v in out.items() if k.endswith("_mask") and k[: -len("_mask")] in out]
+        if not masks:
+            return out
+        keep = torch.stack(masks, 1).any(1)
+        if bool(keep.all()):
+            return out
+        return {k: v[keep] if v.dim() > 0 and v.shape[0] == keep.shape[0] else v for k, v in out.items()}
 
     return transform
 

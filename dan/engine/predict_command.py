@@ -1,5 +1,5 @@
-"""``dan predict CHECKPOINT --image x.png --audio y.wav [--json]``: the digit, its probability and the
-per-modality probabilities. Either input may be left out."""
+"""``dan predict CHECKPOINT [--input MODALITY=PATH ...] [--image PATH] [--audio PATH] [--json]``: the class,
+its probability and each modality head's prediction. Any subset of the model's modalities may be given."""
 
 from __future__ import annotations
 
@@ -10,25 +10,44 @@ from dan.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``CHECKPOINT``, ``--image``, ``--audio``, ``--json``."""
+    """``CHECKPOINT``, ``--input m=path`` (repeatable), ``--image``, ``--audio``, ``--json``."""
     parser.add_argument("checkpoint", help="a .pt file written by dan train")
-    parser.add_argument("--image", default=None, help="an image file of any size or colour mode")
-    parser.add_argument("--audio", default=None, help="a WAV file of any sample rate or channel count")
+    parser.add_argument(
+        "--input", action="append", default=[], metavar="MODALITY=PATH",
+        help="an input file of one modality, e.g. --input image=x.png --input vector=v.npy (repeatable)",
+    )
+    parser.add_argument("--image", default=None, help="shorthand for --input image=PATH")
+    parser.add_argument("--audio", default=None, help="shorthand for --input audio=PATH (any rate, channels)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def parse_inputs(args: argparse.Namespace) -> dict[str, str]:
+    """``{modality: path}`` from ``--input``, ``--image`` and ``--audio``."""
+    inputs: dict[str, str] = {}
+    for item in args.input:
+        modality, sep, path = item.partition("=")
+        if not sep or not modality or not path:
+            raise ConfigError(f"--input {item!r} is not of the form MODALITY=PATH (e.g. --input image=digit.png)")
+        inputs[modality] = path
+    for modality in ("image", "audio"):
+        if getattr(args, modality) is not None:
+            inputs[modality] = getattr(args, modality)
+    if not inputs:
+        raise ConfigError("give at least one input: --input MODALITY=PATH, --image PATH or --audio PATH")
+    return inputs
 
 
 def run(args: argparse.Namespace) -> int:
     """Load, predict, print."""
     from dan.api import load
 
-    if args.image is None and args.audio is None:
-        raise ConfigError("give --image PATH and/or --audio PATH")
+    inputs = parse_inputs(args)
     model = load(args.checkpoint)
-    result = model.predict(image=args.image, audio=args.audio)
+    result = model.predict(inputs)
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"digit {result['digit']} (p={result['probability']:.3f}) from {' + '.join(result['used'])}")
+    print(f"class {result['label']} (p={result['probability']:.3f}) from {' + '.join(result['used'])}")
     for m, r in result["modalities"].items():
-        print(f"  {m} head: digit {r['digit']} (p={r['probability']:.3f})")
+        print(f"  {m} head: class {r['label']} (p={r['probability']:.3f})")
     return 0

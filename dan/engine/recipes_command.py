@@ -22,7 +22,7 @@ def listing() -> list[tuple[str, str, list[tuple[str, str]]]]:
     for path in sorted((root / "configs").glob("*.yaml")):
         text = path.read_text()
         first = text.splitlines()[0] if text else ""
-        recipe = OmegaConf.create(text).get("recipe", "avmnist_fusion")
+        recipe = OmegaConf.create(text).get("recipe", "fusion")
         configs.setdefault(str(recipe), []).append((path.stem, first.lstrip("# ").strip()))
     return [
         (name, _summary((root / f"{name}.py").read_text()), configs.get(name, [])) for name in recipe_names()

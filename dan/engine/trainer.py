@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dan.data.dataset import AVSplit
+from dan.data.dataset import Split
 from dan.data.pairing import split_generator
 from dan.engine.distributed import all_reduce_sum
 from dan.errors import ConfigError, DanError
@@ -181,19 +180,15 @@ def clip_gradients(params: Iterable[nn.Parameter], max_norm: float) -> float:
     return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
-def split_heldout(split: AVSplit, fraction: float, seed: int) -> tuple[AVSplit, AVSplit]:
-    """Hold out a seeded ``fraction`` of a split's pairs (gradient blending's V); ``(train, heldout)``."""
+def split_heldout(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Hold out a seeded ``fraction`` of a split's samples (gradient blending's V); ``(train, heldout)``."""
     n = len(split)
     k = max(1, round(n * fraction))
     if k >= n:
         raise ConfigError(f"train.heldout_fraction={fraction} leaves no training pairs out of {n}; lower it")
     order = torch.randperm(n, generator=split_generator(seed, "heldout"))
     keep, held = order[k:].sort().values, order[:k].sort().values
-
-    def subset(idx: Tensor, name: str) -> AVSplit:
-        return replace(split, name=name, pairs=split.pairs[idx], labels=split.labels[idx])
-
-    return subset(keep, split.name), subset(held, f"{split.name}-heldout")
+    return split.select(keep), split.select(held, f"{split.name}-heldout")
 
 
 class EarlyStopping:

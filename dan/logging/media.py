@@ -11,19 +11,22 @@ from torch import Tensor
 
 
 def is_image(prep: Mapping[str, Any]) -> bool:
-    """Whether a modality's preprocessing entry describes image normalisation (``mean``, ``std``)."""
-    return "mean" in prep and "std" in prep and "features" not in prep
+    """Whether a modality's reader spec is the image reader's."""
+    return prep.get("reader", "image" if "features" not in prep else "audio") == "image"
 
 
 def is_audio(prep: Mapping[str, Any]) -> bool:
-    """Whether a modality's preprocessing entry describes an audio feature front end."""
-    return "features" in prep
+    """Whether a modality's reader spec is the audio reader's (an audio feature front end)."""
+    return prep.get("reader", "audio" if "features" in prep else "image") == "audio"
 
 
 def image_to_uint8(x: Tensor, prep: Mapping[str, Any]) -> Tensor:
-    """Normalised image ``[1, H, W]`` -> ``[H, W]`` uint8 (mean/std undone, clamped to [0, 255])."""
-    raw = x.float() * float(prep["std"]) + float(prep["mean"])
-    return (raw.clamp(0, 1) * 255).round().to(torch.uint8)[0]
+    """Normalised image ``[C, H, W]`` -> ``[H, W]`` (one channel) or ``[H, W, C]`` uint8, mean/std undone."""
+    std = torch.as_tensor(prep["std"], dtype=torch.float32).reshape(-1, 1, 1)
+    mean = torch.as_tensor(prep["mean"], dtype=torch.float32).reshape(-1, 1, 1)
+    raw = (x.float() * std + mean).clamp(0, 1)
+    out = (raw * 255).round().to(torch.uint8)
+    return out[0] if out.shape[0] == 1 else out.permute(1, 2, 0)
 
 
 def features_to_waveform(feats: Tensor, prep: Mapping[str, Any], n_iter: int = 32) -> tuple[Tensor, int]:
@@ -35,7 +38,7 @@ def features_to_waveform(feats: Tensor, prep: Mapping[str, Any], n_iter: int = 3
     sr = int(f["sample_rate"])
     if f.get("kind", "logmel") != "logmel":
         return torch.zeros(int(sr * f["duration_s"])), sr
-    std = prep.get("standardize", {})
+    std = prep.get("standardize") or prep
     mean = torch.tensor(std.get("mean", [0.0]))[:, None]
     scale = torch.tensor(std.get("std", [1.0]))[:, None]
     db = feats[0].float() * scale + mean

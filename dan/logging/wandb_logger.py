@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dan.data.readers import modality_specs
 from dan.logging.console import ConsoleLogger, Logger
 from dan.logging.media import features_to_waveform, image_to_uint8, is_audio, is_image
 
@@ -122,14 +123,13 @@ class WandbLogger(Logger):
         self._guard("validation logging", send)
 
     def _table(self, samples: list[dict[str, Any]]) -> Any:
-        media = [
-            m for m in self.preprocessing if m in samples[0] and isinstance(self.preprocessing[m], Mapping)
-        ]
+        specs = modality_specs(self.preprocessing)
+        media = [m for m in specs if m in samples[0]]
         table = self.wandb.Table(columns=["index", "label", "pred", "prob", *media])
         for s in samples:
             row = [s["index"], s["label"], s["pred"], s["prob"]]
             for m in media:
-                prep = self.preprocessing[m]
+                prep = specs[m]
                 if is_image(prep):
                     row.append(
                         self.wandb.Image(image_to_uint8(s[m], prep).numpy(), caption=f"label {s['label']}")

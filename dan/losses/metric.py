@@ -7,6 +7,8 @@ Every loss takes ``embeddings [B, D]`` with ``labels [B]`` and, for the cross-mo
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from pytorch_metric_learning import losses, miners
@@ -117,3 +119,13 @@ def supcon(temperature: float = 0.1, learnable_temperature: bool = True) -> Metr
 def build_metric_loss(name: str, **kwargs: float | str | bool) -> MetricLoss:
     """``loss=`` config key -> a loss module; unknown names list the valid ones."""
     return METRIC_LOSSES.build(name, **kwargs)
+
+
+def loss_spec(loss: Any) -> tuple[str, dict[str, Any]]:
+    """A ``loss`` config (a name, or ``{name, **kwargs}``) -> ``(name, kwargs)``."""
+    if isinstance(loss, str):
+        return loss, {}
+    if isinstance(loss, Mapping) and isinstance(loss.get("name"), str):
+        kwargs = dict(loss)
+        return kwargs.pop("name"), kwargs
+    raise ConfigError(f"loss must be a name or {{name: ..., ...}}, got {loss!r}; e.g. loss=contrastive")

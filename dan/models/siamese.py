@@ -84,13 +84,15 @@ class SiameseNetwork(nn.Module):
         """``x [B, *input_shape]`` -> unit-norm ``[B, embed_dim]``."""
         return F.normalize(self.head(pool_tokens(self.tower(x), self.pool)), dim=-1)
 
-    def forward(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        """Both inputs through the same weights: ``([B, E], [B, E])``."""
+    def forward(self, a: Tensor, b: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """Both inputs through the same weights: ``([B, E], [B, E])``; one input alone: its ``[B, E]``."""
+        if b is None:
+            return self.embed(a)
         return self.embed(a), self.embed(b)
 
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
         """Cosine similarity ``[B]`` of each pair; higher means more alike."""
-        ea, eb = self(a, b)
+        ea, eb = self.embed(a), self.embed(b)
         return (ea * eb).sum(-1)
 
     def embedding_distance(self, ea: Tensor, eb: Tensor) -> Tensor:
@@ -99,7 +101,7 @@ class SiameseNetwork(nn.Module):
 
     def distance(self, a: Tensor, b: Tensor) -> Tensor:
         """:meth:`embedding_distance` of the inputs' embeddings ``[B]``."""
-        return self.embedding_distance(*self(a, b))
+        return self.embedding_distance(self.embed(a), self.embed(b))
 
 
 class PairClassifier(nn.Module):
@@ -117,7 +119,7 @@ class PairClassifier(nn.Module):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Logit ``[B]`` that ``a`` and ``b`` show the same class."""
-        ea, eb = self.siamese(a, b)
+        ea, eb = self.siamese.embed(a), self.siamese.embed(b)
         return self.scorer((ea - eb).abs()).squeeze(-1)
 
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
@@ -135,7 +137,7 @@ class PairClassifier(nn.Module):
 
     def distance(self, a: Tensor, b: Tensor) -> Tensor:
         """:meth:`embedding_distance` of the inputs' embeddings ``[B]``."""
-        return self.embedding_distance(*self.siamese(a, b))
+        return self.embedding_distance(self.siamese.embed(a), self.siamese.embed(b))
 
 
 class CrossModalTwoTower(nn.Module):

@@ -4,6 +4,7 @@
 """
 
 from dan.losses.balancers.base import BALANCERS, FUSED, Balancer, build_balancer, register_balancer
+from dan.losses.balancers.context import EpochContext, StepContext
 from dan.losses.balancers.gradient_blend import GradientBlendBalancer, blend_weights, multibench_weights
 from dan.losses.balancers.gradnorm import GradNormBalancer
 from dan.losses.balancers.ogm_ge import OGMGEBalancer
@@ -14,10 +15,12 @@ __all__ = [
     "BALANCERS",
     "FUSED",
     "Balancer",
+    "EpochContext",
     "GradNormBalancer",
     "GradientBlendBalancer",
     "OGMGEBalancer",
     "StaticBalancer",
+    "StepContext",
     "UncertaintyBalancer",
     "blend_weights",
     "build_balancer",

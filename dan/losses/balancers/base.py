@@ -3,7 +3,9 @@
 A balancer turns the fused-head loss ``L_f`` and the auxiliary-head losses ``{m: L_m}`` into one
 objective (``combine``), may rework gradients between ``backward`` and ``optimizer.step``
 (``after_backward``), may re-estimate its weights once per epoch (``on_epoch_end``), and reports its
-current per-head weights or coefficients for logging (``weights``).
+current per-head weights or coefficients for logging (``weights``). ``combine`` and ``after_backward``
+get a :class:`StepContext` (batch, labels, outputs, model, extra forward passes, the optimizer);
+``on_epoch_end`` an :class:`EpochContext` (model, data loaders, per-head train and held-out losses).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from dan.errors import ConfigError
+from dan.losses.balancers.context import EpochContext, StepContext
 from dan.registry import Registry
 
 FUSED = "fused"
@@ -44,19 +47,15 @@ class Balancer(nn.Module):
         self.modalities = check_modalities(self.name, modalities)
         self.heads: tuple[str, ...] = (FUSED, *self.modalities)
 
-    def combine(
-        self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], *, model: nn.Module, output: Any
-    ) -> Tensor:
-        """The scalar objective to backward from scalar losses ``L_f`` and ``{m: L_m}``."""
+    def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
+        """The scalar objective to backward from scalar losses ``L_f`` and ``{m: L_m}`` of step ``ctx``."""
         return stack_losses(self, fused_loss, modality_losses)[1].sum()
 
-    def after_backward(self, model: nn.Module, output: Any, batch: Mapping[str, Tensor], epoch: int) -> None:
+    def after_backward(self, ctx: StepContext) -> None:
         """Gradient-side work after ``loss.backward()`` and before ``optimizer.step()``; none by default."""
 
-    def on_epoch_end(
-        self, epoch: int, train_losses: Mapping[str, float], heldout_losses: Mapping[str, float]
-    ) -> None:
-        """Per-head mean losses of the epoch (keys ``fused`` and each modality); unused by default."""
+    def on_epoch_end(self, ctx: EpochContext) -> None:
+        """Work at the end of an epoch (``ctx``: model, loaders, per-head losses); none by default."""
 
     def weights(self) -> dict[str, float]:
         """Current per-head weights or coefficients, same keys every call."""

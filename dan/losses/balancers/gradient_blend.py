@@ -26,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dan.errors import ConfigError
 from dan.losses.balancers.base import Balancer, check_int, check_number, register_balancer, stack_losses
+from dan.losses.balancers.context import EpochContext, StepContext
 
 FORMS = ("paper", "multibench")
 
@@ -83,19 +84,16 @@ class GradientBlendBalancer(Balancer):
         self.register_buffer("head_weights", torch.full((n,), 1.0 / n))
         self._anchor: tuple[int, Tensor, Tensor] | None = None
 
-    def combine(
-        self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], *, model: nn.Module, output: Any
-    ) -> Tensor:
+    def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """``Σ_k w_k L_k`` over the heads present (scalar)."""
         index, losses = stack_losses(self, fused_loss, modality_losses)
         return (self.head_weights[index].to(losses) * losses).sum()
 
-    def on_epoch_end(
-        self, epoch: int, train_losses: Mapping[str, float], heldout_losses: Mapping[str, float]
-    ) -> None:
+    def on_epoch_end(self, ctx: EpochContext) -> None:
         """Record this epoch's losses; re-estimate the weights when a K-epoch window closes."""
-        train = self._vector("train_losses", train_losses)
-        heldout = self._vector("heldout_losses", heldout_losses)
+        epoch = ctx.epoch
+        train = self._vector("train_losses", ctx.train_losses)
+        heldout = self._vector("heldout_losses", ctx.heldout_losses)
         if self._anchor is None:
             self._anchor = (epoch, train, heldout)
             return

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from dan.errors import ConfigError
 from dan.losses.balancers.base import Balancer, check_number, register_balancer, stack_losses
+from dan.losses.balancers.context import StepContext
 
 _MIN_WEIGHT = 1e-4
 _TINY = 1e-12
@@ -59,14 +60,12 @@ class GradNormBalancer(Balancer):
         self._pending: Tensor | None = None
         self.last_grad_loss = float("nan")
 
-    def combine(
-        self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], *, model: nn.Module, output: Any
-    ) -> Tensor:
+    def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """``Σ_i w_i L_i`` (scalar, no gradient to ``w``); in training also prepares ``∂L_grad/∂w``."""
         index, losses = stack_losses(self, fused_loss, modality_losses)
         weights = self.loss_weights[index].detach().to(losses)
         if self.training and torch.is_grad_enabled() and losses.requires_grad:
-            self._pending = self._weight_gradient(index, losses, model)
+            self._pending = self._weight_gradient(index, losses, ctx.model)
         return (weights * losses).sum()
 
     def _weight_gradient(self, index: list[int], losses: Tensor, model: nn.Module) -> Tensor:
@@ -97,7 +96,7 @@ class GradNormBalancer(Balancer):
         full[idx] = grad_w.to(full)
         return full
 
-    def after_backward(self, model: nn.Module, output: Any, batch: Mapping[str, Tensor], epoch: int) -> None:
+    def after_backward(self, ctx: StepContext) -> None:
         """Step the weights on ``∂L_grad/∂w``, keep them positive, renormalise to ``Σ w = T``."""
         if self._pending is None:
             return

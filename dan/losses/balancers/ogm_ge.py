@@ -23,10 +23,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dan.errors import ConfigError
 from dan.losses.balancers.base import check_int, check_number, register_balancer
+from dan.losses.balancers.context import StepContext
 from dan.losses.balancers.static import StaticBalancer
 
 
@@ -82,20 +83,20 @@ class OGMGEBalancer(StaticBalancer):
             coeffs[m] = 1.0 - math.tanh(self.alpha * rho) if rho > 1.0 else 1.0
         return coeffs, ratios
 
-    def after_backward(self, model: nn.Module, output: Any, batch: Mapping[str, Tensor], epoch: int) -> None:
+    def after_backward(self, ctx: StepContext) -> None:
         """Scale each tower's gradients by ``k_m`` (and add GE noise) inside the epoch window."""
-        scores = self._scores(output, batch)
+        scores = self._scores(ctx.output, ctx.batch)
         self._coeffs = dict.fromkeys(self.modalities, 1.0)
         if len(scores) < 2:
             return
         coeffs, ratios = self.coefficients(scores)
         self._ratios.update(ratios)
-        if not self.active(epoch):
+        if not self.active(ctx.epoch):
             return
         self._coeffs.update(coeffs)
         with torch.no_grad():
             for m, k in coeffs.items():
-                for p in model.tower_parameters(m):
+                for p in ctx.model.tower_parameters(m):
                     if p.grad is None:
                         continue
                     std = p.grad.std() if p.grad.numel() > 1 else p.grad.new_zeros(())

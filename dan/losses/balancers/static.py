@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dan.errors import ConfigError
 from dan.losses.balancers.base import Balancer, check_number, register_balancer, stack_losses
+from dan.losses.balancers.context import StepContext
 
 
 @register_balancer("static")
@@ -32,9 +32,7 @@ class StaticBalancer(Balancer):
         values = [1.0] + [check_number(self.name, f"weights.{m}", given.get(m, 1.0)) for m in self.modalities]
         self.register_buffer("head_weights", torch.tensor(values))
 
-    def combine(
-        self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], *, model: nn.Module, output: Any
-    ) -> Tensor:
+    def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """``L_f + Σ_m w_m L_m`` over the modalities present (scalar)."""
         index, losses = stack_losses(self, fused_loss, modality_losses)
         return (self.head_weights[index].to(losses) * losses).sum()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from dan.losses.balancers.base import Balancer, check_number, register_balancer, stack_losses
+from dan.losses.balancers.context import StepContext
 
 
 @register_balancer("uncertainty")
@@ -32,9 +32,7 @@ class UncertaintyBalancer(Balancer):
         init = check_number(self.name, "init", init, low=-math.inf)
         self.log_vars = nn.Parameter(torch.full((len(self.heads),), init))
 
-    def combine(
-        self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], *, model: nn.Module, output: Any
-    ) -> Tensor:
+    def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """``Σ_i exp(-s_i) L_i + s_i`` over the heads present (scalar)."""
         index, losses = stack_losses(self, fused_loss, modality_losses)
         s = self.log_vars[index]

@@ -1,7 +1,7 @@
-"""Run one config over a grid of overrides, each cell as its own `dan train` process, and tabulate
-the test accuracies of every cell (fused and per-modality heads).
+"""``dan grid CONFIG --grid key=v1,v2 ... --out DIR``: one config over a grid of overrides, each cell as its
+own `dan train` process, and a table of the test accuracies of every cell (fused and per-modality heads).
 
-    python recipes/grid.py avmnist_concat_offline \
+    dan grid avmnist_concat_offline \
         --grid model.fusion.name=concat,attention,sum,gated,film \
         --grid balancer.name=static,uncertainty,gradnorm,gradient_blend,ogm_ge \
         --set train.epochs=4 --out runs/grid_clean
@@ -22,22 +22,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dan.errors import ConfigError
+
 
 def parse_axis(spec: str) -> tuple[str, list[str]]:
     """``key=v1,v2`` -> (key, [v1, v2])."""
     key, sep, values = spec.partition("=")
     if not sep or not values:
-        raise SystemExit(f"--grid {spec!r}: expected key=value1,value2,...")
+        raise ConfigError(f"--grid {spec!r}: expected key=value1,value2,...")
     return key, values.split(",")
 
 
 def cell_name(cell: dict[str, str]) -> str:
+    """A run name for a cell: ``fusion-concat__balancer-static``."""
     return "__".join(
         f"{k.split('.')[-2] if k.endswith('.name') else k.split('.')[-1]}-{v}" for k, v in cell.items()
     )
 
 
 def run_cell(config: str, cell: dict[str, str], fixed: list[str], out: Path) -> dict[str, Any]:
+    """Train one cell in its own process (or read its ``results.json``); its test and best-val metrics."""
     name = cell_name(cell)
     result = out / name / "results.json"
     if not result.exists():
@@ -94,15 +98,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("config")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``CONFIG``, ``--grid key=v1,v2`` (repeatable), ``--set key=value`` (repeatable), ``--out DIR``."""
+    parser.add_argument("config", help="config file or shipped config name")
     parser.add_argument("--grid", action="append", default=[], help="key=v1,v2,... (repeatable)")
     parser.add_argument("--set", action="append", default=[], help="key=value applied to every cell")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, required=True, help="folder of the cells' runs and grid.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run (or read back) every cell, write ``OUT/grid.json`` and print the Markdown table."""
     axes = [parse_axis(s) for s in args.grid]
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [
@@ -111,11 +116,9 @@ def main() -> None:
     ]
     (args.out / "grid.json").write_text(
         json.dumps(
-            {"config": args.config, "set": args.set, "command": " ".join(sys.argv), "rows": rows}, indent=1
+            {"config": args.config, "set": args.set, "command": " ".join(["dan", "grid", *sys.argv[2:]]), "rows": rows},
+            indent=1,
         )
     )
     print(table(rows))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

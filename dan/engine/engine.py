@@ -1,0 +1,385 @@
+"""The one training loop of dan. :class:`Engine` owns seeding, devices, DDP, AMP, the optimizer and
+scheduler, checkpoints, resume, SIGTERM/Ctrl-C, NaN handling, early stopping, logging and results; a
+recipe supplies a :class:`Task`: its data and model, its step, its validation and its test.
+
+    def main(cfg):
+        return Engine(cfg).run(MyTask(cfg))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from dan.config import to_dict
+from dan.data import Split, TensorBatchLoader
+from dan.engine import checkpoint as ckpt
+from dan.engine import distributed as dist
+from dan.engine import trainer as T
+from dan.errors import ConfigError
+from dan.logging import Logger, NullLogger, build_logger
+
+Batch = Mapping[str, Tensor]
+
+
+@dataclass
+class StepOutput:
+    """What :meth:`Task.training_step` returns.
+
+    Attributes:
+        loss: the scalar objective to backward.
+        parts: named scalar losses (detached or not) averaged over the epoch and logged as ``train/loss_<k>``.
+        size: samples in the step on this rank.
+        context: anything :meth:`Task.after_backward` needs again (the model output, a balancer context).
+    """
+
+    loss: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+    size: int = 0
+    context: Any = None
+
+
+@dataclass
+class Validation:
+    """What :meth:`Task.validate` returns: ``scalars`` ``{"val/<metric>": value}`` (early stopping reads
+    one), the full ``result`` and misclassified ``samples`` for the logger."""
+
+    scalars: dict[str, float]
+    result: Any = None
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+class BatchSource(Protocol):
+    """The training batches of an epoch (:class:`~dan.data.TensorBatchLoader` is one)."""
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's order; skip the first ``start_batch`` batches (a resumed run saw them)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+
+class Task(Protocol):
+    """What a recipe supplies. The engine calls, in order: :meth:`setup` once, then per epoch
+    ``training_step``/``after_backward`` per batch of :attr:`train_batches`, :meth:`end_epoch` and
+    :meth:`validate`, and :meth:`test` once on the best checkpoint.
+
+    Attributes (set by :meth:`setup`): ``model`` (the trained module, on ``engine.device``),
+    ``train_batches`` (a :class:`BatchSource` of this rank's shard), ``modules`` (further trained and
+    checkpointed modules outside the model, e.g. ``{"balancer": ...}``), ``checkpoint_info`` (what a
+    checkpoint records besides the weights: ``preprocessing``, ``manifest_hash``, ``modalities``, ...).
+    """
+
+    model: nn.Module
+    train_batches: BatchSource
+    modules: dict[str, nn.Module]
+    checkpoint_info: dict[str, Any]
+
+    def setup(self, engine: Engine) -> None:
+        """Build data and model (on ``engine.device``); the engine then builds the optimizer."""
+
+    def training_step(self, engine: Engine, batch: Batch) -> StepOutput:
+        """Forward (through ``engine.forward``) and the loss of one batch."""
+
+    def after_backward(self, engine: Engine, batch: Batch, out: StepOutput) -> None:
+        """Gradient-side work between ``backward`` and the optimizer step (balancers)."""
+
+    def end_epoch(self, engine: Engine, train_losses: dict[str, float]) -> None:
+        """Work at an epoch's end, before validation (balancers re-estimating weights)."""
+
+    def validate(self, engine: Engine) -> Validation:
+        """Metrics on the validation split."""
+
+    def test(self, engine: Engine) -> dict[str, Any]:
+        """Metrics of the best checkpoint (already loaded into ``model``) on the test split."""
+
+
+class Engine:
+    """Trains a :class:`Task` as ``cfg`` says. Set up by :meth:`run`; every attribute a task may read is
+    named here: ``cfg``, ``info`` (rank, world size, device), ``device``, ``amp``, ``run_dir``, ``logger``,
+    ``optimizer``, ``epoch``, ``step``."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.info = dist.setup(cfg.device)
+        self.device = self.info.device
+        tc = cfg.train
+        if tc.num_threads:
+            torch.set_num_threads(tc.num_threads)
+        T.seed_everything(cfg.seed)
+        self.run_dir = Path(cfg.output_dir) / cfg.run_name
+        self.amp = bool(tc.amp) and self.device.type == "cuda"
+        if tc.batch_size % self.info.world_size:
+            raise ConfigError(
+                f"train.batch_size={tc.batch_size} must divide by the {self.info.world_size} processes"
+            )
+        self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.meter = T.LossMeter()
+        self.signals = T.StopSignals(self.device)
+        es = tc.early_stopping
+        self.stopper = T.EarlyStopping(es.patience, es.mode, es.min_delta)
+        self.checkpoints = ckpt.CheckpointManager(self.run_dir, mode=es.mode)
+        self.logger: Logger = NullLogger()
+        self.bar: Any = None
+
+    # ---------------------------------------------------------------- set-up
+    @property
+    def batch_size(self) -> int:
+        """This rank's share of ``train.batch_size``."""
+        return int(self.cfg.train.batch_size) // self.info.world_size
+
+    def loader(self, split: Split, batch_size: int | None = None, shuffle: bool = False, drop_last: bool = False) -> TensorBatchLoader:
+        """Batches of ``split``: this rank's shard, shuffled by ``(seed, epoch)`` when ``shuffle``; the
+        batch size defaults to this rank's share of ``train.batch_size`` (``train.eval_batch_size`` when
+        not shuffled)."""
+        if batch_size is None:
+            batch_size = self.batch_size if shuffle else int(self.cfg.train.eval_batch_size)
+        return TensorBatchLoader(
+            split, batch_size, shuffle=shuffle, seed=self.cfg.seed, drop_last=drop_last,
+            rank=self.info.rank, world_size=self.info.world_size,
+        )
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The training model (DDP-wrapped where distributed) called under autocast."""
+        with T.autocast(self.device, self.amp):
+            return self.wrapped(*args, **kwargs)
+
+    def _setup(self, task: Task) -> None:
+        task.setup(self)
+        self.task = task
+        self.model = task.model
+        if self.cfg.train.compile:
+            # Static shapes: one graph per batch size; automatic dynamic shapes trip an inductor bug in torch 2.11.
+            self.model.compile(dynamic=False)
+        self.modules = dict(getattr(task, "modules", {}) or {})
+        for m in self.modules.values():
+            m.to(self.device)
+        self.wrapped = dist.wrap_model(self.model, self.info)
+        self.extra_params = [p for m in self.modules.values() for p in m.parameters()]
+        self.optimizer = T.build_optimizer([*self.model.parameters(), *self.extra_params], self.cfg.optimizer)
+        self.total_steps = self.cfg.train.epochs * len(task.train_batches)
+        self.scheduler = T.build_scheduler(self.optimizer, self.cfg.scheduler, self.total_steps)
+        self.scaler = T.grad_scaler(self.device, self.amp)
+        info = dict(getattr(task, "checkpoint_info", {}) or {})
+        self.logger = build_logger(
+            self.cfg.logger,
+            run_dir=self.run_dir,
+            quiet=self.cfg.quiet,
+            config=to_dict(self.cfg),
+            wandb_cfg=to_dict(self.cfg.wandb),
+            run_name=self.cfg.run_name,
+            is_main=self.info.is_main,
+        )
+        if hasattr(self.logger, "set_preprocessing") and info.get("preprocessing"):
+            self.logger.set_preprocessing(info["preprocessing"])
+        if self.cfg.resume:
+            self._resume(self.cfg.resume)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, progress, and what the
+        task records (preprocessing, manifest hash, modalities)."""
+        return {
+            "config": to_dict(self.cfg),
+            "model": self.model.state_dict(),
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "progress": {
+                "epoch": self.epoch,
+                "step": self.step,
+                "batch": self.batch_in_epoch,
+                "meter": self.meter.state_dict(),
+                "stopper": self.stopper.state_dict(),
+                "history": self.history,
+            },
+            **dict(getattr(self.task, "checkpoint_info", {}) or {}),
+        }
+
+    def save(self, metric: float | None = None) -> None:
+        """Write ``last.pt`` (and ``best.pt`` when ``metric`` improves) on rank 0."""
+        if not self.info.is_main:
+            return
+        best = self.checkpoints.save(self.state(), metric)
+        aliases = ["latest", "best"] if best else ["latest"]
+        self.logger.log_checkpoint(self.checkpoints.last_path, aliases, {"step": self.step, "epoch": self.epoch})
+
+    def _resume(self, path: str) -> None:
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        expected = getattr(self.task, "checkpoint_info", {}).get("manifest_hash")
+        if state.get("manifest_hash") != expected:
+            raise ConfigError(
+                f"resume={path}: the checkpoint was trained on other data (manifest hash differs); "
+                "resume with the checkpoint's own data config"
+            )
+        ckpt.load_model_state(self.model, state["model"], source=str(path))
+        for k, m in self.modules.items():
+            m.load_state_dict(state.get("modules", {}).get(k, {}))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        p = state["progress"]
+        self.epoch, self.step, self.batch_in_epoch = p["epoch"], p["step"], p["batch"]
+        self.meter.load_state_dict(p["meter"])
+        self.stopper.load_state_dict(p["stopper"])
+        self.history = list(p["history"])
+        self.checkpoints.best = state.get("best_metric")
+        ckpt.set_rng_state(state["rng"])
+        self.logger.message(f"resumed from {path} at epoch {self.epoch} step {self.step}")
+
+    def load_best(self) -> dict[str, Any] | None:
+        """Load ``best.pt``'s weights into the model on every rank; returns its state (None if absent)."""
+        best = self.checkpoints.best_path
+        if not best.exists():
+            return None
+        state = ckpt.load_checkpoint(best, map_location=self.device)
+        ckpt.load_model_state(self.model, state["model"], str(best))
+        return state
+
+    # ---------------------------------------------------------------- training
+    def optimise(self, batch: Batch) -> StepOutput:
+        """One step: the task's loss, NaN check, backward, its gradient work, clipping, optimizer and
+        scheduler, the epoch meter and periodic logging."""
+        out = self.task.training_step(self, batch)
+        last = self.checkpoints.last_path
+        T.check_finite(
+            out.loss,
+            {k: v for k, v in out.parts.items()} or {"loss": out.loss},
+            epoch=self.epoch,
+            step=self.step,
+            last_good=str(last) if last.exists() else "(none yet)",
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        dist.average_gradients(self.extra_params, self.info)
+        self.task.after_backward(self, batch, out)
+        T.clip_gradients(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler:
+            self.scheduler.step()
+        self.meter.update({k: v.detach() for k, v in out.parts.items()}, out.size)
+        self.throughput.update(out.size * self.info.world_size)
+        self.step += 1
+        if self.step % self.cfg.train.log_every == 0:
+            self._log_step(out)
+        return out
+
+    def _log_step(self, out: StepOutput) -> None:
+        scalars = {"train/loss": out.loss.item()}
+        scalars.update({f"train/loss_{k}": float(v.detach()) for k, v in out.parts.items()})
+        extra = getattr(self.task, "step_scalars", None)
+        if callable(extra):
+            scalars.update(extra())
+        scalars.update({"lr": T.current_lr(self.optimizer), "samples_per_s": self.throughput.rate(), "epoch": self.epoch})
+        self.logger.log_scalars(scalars, self.step)
+        if hasattr(self.bar, "set_postfix"):
+            self.bar.set_postfix(loss=f"{scalars['train/loss']:.3f}", sps=f"{scalars['samples_per_s']:.0f}")
+
+    def train_epoch(self) -> None:
+        """One pass over this rank's training batches, from where a resumed run stopped."""
+        self.wrapped.train()
+        batches = self.task.train_batches
+        batches.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
+        self.bar = T.progress(
+            batches,
+            total=len(batches),
+            initial=self.batch_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
+            quiet=self.cfg.quiet or not self.info.is_main,
+        )
+        every = self.cfg.train.checkpoint_every
+        for raw in self.bar:
+            self.optimise(T.to_device(raw, self.device))
+            self.batch_in_epoch += 1
+            if every and self.step % every == 0 and self.batch_in_epoch < len(batches):
+                self.save()
+            if self.signals.requested():
+                raise self.interrupted(save=True)
+
+    def run(self, task: Task) -> dict[str, Any]:
+        """Train ``task`` for ``train.epochs`` (or until early stopping), then test its best checkpoint."""
+        try:
+            self._setup(task)
+            self.throughput = T.Throughput()
+            started = time.perf_counter()
+            with self.signals:
+                self._loop()
+            return self.finish(time.perf_counter() - started)
+        finally:
+            dist.teardown()
+
+    def _loop(self) -> None:
+        tc = self.cfg.train
+        metric_key = tc.early_stopping.metric
+        stop = False
+        while self.epoch < tc.epochs and not stop:
+            self.train_epoch()
+            train_losses = self.meter.means()
+            self.task.end_epoch(self, train_losses)
+            val = self.task.validate(self)
+            scalars = val.scalars
+            if metric_key not in scalars:
+                raise ConfigError(
+                    f"train.early_stopping.metric={metric_key!r} is not measured by this recipe; it measures "
+                    f"{', '.join(sorted(scalars))}"
+                )
+            self.logger.log_validation({**scalars, "epoch": self.epoch}, val.result, self.step, val.samples)
+            self.history.append({**scalars, **{f"train/loss_{k}": v for k, v in train_losses.items()}})
+            metric = scalars[metric_key]
+            stop = dist.broadcast_flag(self.stopper.step(metric), self.info)
+            self.epoch, self.batch_in_epoch, self.meter = self.epoch + 1, 0, T.LossMeter()
+            self.save(metric)
+            dist.barrier(self.info)
+            if self.signals.requested():
+                raise self.interrupted(save=False)
+            if stop:
+                self.logger.message(
+                    f"early stopping: {metric_key} did not improve for {tc.early_stopping.patience} epochs"
+                )
+
+    def interrupted(self, save: bool) -> T.TrainingInterrupted:
+        """After SIGTERM/Ctrl-C: write the checkpoint (unless just written), close the logger, say how to resume."""
+        if save:
+            self.save()
+        last = self.checkpoints.last_path
+        text = (
+            f"stopped by {self.signals.name} at epoch {self.epoch} step {self.step}; checkpoint {last} "
+            f"written; continue with resume={last}"
+        )
+        self.logger.message(text)
+        self.logger.finish({"interrupted": self.signals.name, "steps": self.step, "checkpoint": str(last)})
+        return T.TrainingInterrupted(text, self.signals.signum or 15)
+
+    def finish(self, seconds: float) -> dict[str, Any]:
+        """Test the best checkpoint, write ``results.json`` and close the logger; returns the summary."""
+        self.load_best()
+        test = self.task.test(self)
+        summary = {
+            **(self.history[-1] if self.history else {}),
+            **test,
+            "best_val": self.checkpoints.best,
+            "epochs": self.epoch,
+            "steps": self.step,
+            "world_size": self.info.world_size,
+            "train_seconds": round(seconds, 2),
+            "checkpoint": str(self.checkpoints.best_path),
+        }
+        if self.info.is_main:
+            (self.run_dir / "results.json").write_text(json.dumps({"summary": summary, "history": self.history}, indent=1))
+        self.logger.finish(summary)
+        return summary

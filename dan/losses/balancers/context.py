@@ -1,0 +1,66 @@
+"""What a balancer sees: the step (batch, labels, outputs, model, a way to run more forward passes and
+optimizer steps) and the epoch boundary (model, data loaders, per-head losses)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Batch = Mapping[str, Tensor]
+
+
+@dataclass
+class StepContext:
+    """One training step, as :meth:`Balancer.combine` and :meth:`Balancer.after_backward` see it.
+
+    Attributes:
+        model: the unwrapped model (``tower_parameters(m)``, ``shared_parameters()``, ``aux_heads``).
+        batch: the batch on the device, ``{m: [B, ...], f"{m}_mask": bool [B], "label": [B], ...}``.
+        output: the model's output on ``batch`` (a :class:`~dan.models.DANOutput`).
+        epoch, step: where training is (0-based epoch; optimizer steps so far).
+        forward: runs the training model (DDP-wrapped where distributed) on another batch, for methods
+            that need extra forward passes (e.g. with a modality masked out).
+        optimizer: the model's optimizer, for methods that take extra steps.
+    """
+
+    model: nn.Module
+    batch: Batch
+    output: Any
+    epoch: int = 0
+    step: int = 0
+    forward: Callable[[Batch], Any] | None = None
+    optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def labels(self) -> Tensor:
+        """``[B]`` int64 labels of the batch."""
+        return self.batch["label"]
+
+
+@dataclass
+class EpochContext:
+    """The end of an epoch, as :meth:`Balancer.on_epoch_end` sees it.
+
+    Attributes:
+        epoch: the epoch that just ended (0-based).
+        model: the unwrapped model; ``forward`` runs the training model on a batch.
+        train_losses: per-head mean training loss of the epoch (``fused`` and each modality).
+        heldout_losses: the same on the held-out slice, where the balancer asked for one
+            (``needs_heldout``); empty otherwise.
+        loaders: ``{"train", "val", "heldout"?: iterable of batches}`` (fresh iteration each time).
+        optimizer: the model's optimizer.
+        device: where batches must go before ``forward``.
+    """
+
+    epoch: int
+    model: nn.Module
+    train_losses: Mapping[str, float] = field(default_factory=dict)
+    heldout_losses: Mapping[str, float] = field(default_factory=dict)
+    loaders: Mapping[str, Iterable[Batch]] = field(default_factory=dict)
+    forward: Callable[[Batch], Any] | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    device: torch.device = torch.device("cpu")

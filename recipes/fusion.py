@@ -1,0 +1,135 @@
+"""Multimodal fusion: towers per modality, a shared trunk, fusion and heads (a DAN), trained with a
+modality balancer on any registered dataset; validates every epoch and tests the best checkpoint.
+
+    dan train avmnist_concat_offline [key=value ...]
+    dan train my_config.yaml                     # data.name=manifest: your own files, any modalities
+    torchrun --nproc_per_node=2 -m dan.recipes.fusion --config quickstart
+
+The loop (seeding, DDP, AMP, checkpoints, resume, signals, logging) is dan.engine.Engine's; this file is
+what fusion adds: the data, the model and balancer, the step, validation and test.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from omegaconf import DictConfig
+
+from dan.config import check_balancer, check_model, check_stop_metric, to_dict
+from dan.data import build_data
+from dan.data.augment import build_augment
+from dan.data.loader import check_finite_inputs
+from dan.engine import Engine, StepOutput, Validation, script_main
+from dan.engine.evaluate import evaluate, head_losses_mean, misclassified
+from dan.engine.trainer import head_losses, split_heldout
+from dan.errors import ConfigError
+from dan.losses import EpochContext, StepContext, build_balancer
+from dan.models import build_model
+
+
+class FusionTask:
+    """A DAN classifier and its balancer on the splits of ``cfg.data``."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def setup(self, engine: Engine) -> None:
+        cfg, tc = self.cfg, self.cfg.train
+        splits = build_data(to_dict(cfg.data))
+        self.splits = {name: check_finite_inputs(split, tc.nonfinite_inputs) for name, split in splits.items()}
+        train = self.splits["train"]
+        self.model = build_model(cfg.model).to(engine.device)
+        self.modalities = list(self.model.modalities)
+        absent = sorted(set(self.modalities) - set(train.modalities))
+        if absent:
+            raise ConfigError(
+                f"model.towers names {absent} but data.name={cfg.data.get('name')} gives only "
+                f"{train.modalities}; remove those towers or add the modalities to the data"
+            )
+        self.balancer = build_balancer(cfg.balancer, self.modalities)
+        self.modules = {"balancer": self.balancer}
+        self.heldout = None
+        if self.balancer.needs_heldout:
+            train, held = split_heldout(train, tc.heldout_fraction, cfg.seed)
+            self.heldout = engine.loader(held)
+        self.train_batches = engine.loader(train, shuffle=True)
+        self.val_batches = engine.loader(self.splits["val"])
+        self.augment = build_augment(to_dict(cfg.augment))
+        self.checkpoint_info = {
+            "manifest_hash": train.manifest_hash,
+            "preprocessing": train.preprocessing,
+            "modalities": self.modalities,
+            "data_source": train.source,
+        }
+
+    def training_step(self, engine: Engine, batch: dict[str, Any]) -> StepOutput:
+        batch = self.augment(batch)
+        out = engine.forward(batch)
+        fused, per_modality = head_losses(out, batch["label"])
+        ctx = StepContext(
+            self.model, batch, out, engine.epoch, engine.step, forward=engine.forward, optimizer=engine.optimizer
+        )
+        loss = self.balancer.combine(fused, per_modality, ctx)
+        return StepOutput(loss, {"fused": fused, **per_modality}, batch["label"].shape[0], ctx)
+
+    def after_backward(self, engine: Engine, batch: dict[str, Any], out: StepOutput) -> None:
+        self.balancer.after_backward(out.context)
+
+    def step_scalars(self) -> dict[str, float]:
+        return {f"balancer/{k}": v for k, v in self.balancer.weights().items()}
+
+    def end_epoch(self, engine: Engine, train_losses: dict[str, float]) -> None:
+        heldout = {}
+        if self.heldout is not None:
+            heldout = head_losses_mean(engine.wrapped, self.heldout, self.modalities, engine.device)
+        loaders = {"train": self.train_batches, "val": self.val_batches}
+        if self.heldout is not None:
+            loaders["heldout"] = self.heldout
+        self.balancer.on_epoch_end(
+            EpochContext(
+                engine.epoch, self.model, train_losses, heldout, loaders,
+                forward=engine.forward, optimizer=engine.optimizer, device=engine.device,
+            )
+        )
+
+    def validate(self, engine: Engine) -> Validation:
+        result = evaluate(
+            engine.wrapped, self.val_batches, self.model.num_classes, self.modalities, engine.device, amp=engine.amp
+        )
+        samples = []
+        if engine.info.is_main and self.cfg.logger == "wandb" and self.cfg.wandb.log_misclassified:
+            samples = misclassified(
+                self.model, self.val_batches, self.modalities, engine.device, self.cfg.wandb.log_misclassified
+            )
+        return Validation(result.scalars("val"), result, samples)
+
+    def test(self, engine: Engine) -> dict[str, Any]:
+        split = self.cfg.eval.split
+        test = evaluate(
+            engine.wrapped, engine.loader(self.splits[split]), self.model.num_classes, self.modalities,
+            engine.device, amp=engine.amp,
+        )
+        source = self.splits["train"].source
+        engine.logger.message(
+            f"{split} accuracy {test.acc:.4f}{' (SYNTHETIC data)' if source == 'synthetic' else ''} "
+            + " ".join(f"{m}={a:.4f}" for m, a in test.modality_acc.items())
+            + f"; checkpoint {engine.checkpoints.best_path}"
+        )
+        return {**test.scalars(split), "data_source": source}
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """The recipe's own checks (called by dan.config.validate): model, balancer, early-stopping metric."""
+    modalities = check_model(cfg)
+    check_balancer(cfg, modalities)
+    check_stop_metric(cfg, dict.fromkeys(["val/acc", "val/loss", *(f"val/acc_{m}" for m in modalities)]))
+
+
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Run the recipe on a validated config (see dan.config.load_config); returns the final metrics."""
+    return Engine(cfg).run(FusionTask(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(script_main(main))
