@@ -110,11 +110,11 @@ def set_threads(n: int) -> None:
 
 
 def make_recipe(config: str, overrides: list[str], device: str, threads: int) -> Any:
-    """The AV-MNIST fusion recipe's ``FusionRecipe`` built from a shipped config plus overrides, quiet, no
-    logger, nothing written outside a temp dir; its ``train_step`` is the library's training step."""
+    """A prepared :class:`dan.engine.Engine` with the fusion recipe's task, from a shipped config plus
+    overrides, quiet, no logger, nothing written outside a temp dir; its ``optimise`` is the library's
+    training step, ``task`` holds the splits, model and batches."""
     from dan.config import load_config
-    from dan.engine import distributed as dist
-    from dan.engine import trainer as T
+    from dan.engine import Engine
     from dan.engine.recipes import load_recipe
 
     run_dir = tempfile.mkdtemp(prefix="dan-bench-")
@@ -126,10 +126,7 @@ def make_recipe(config: str, overrides: list[str], device: str, threads: int) ->
         f"output_dir={run_dir}",
     ]
     cfg = load_config(config, [*fixed, *overrides])
-    recipe = load_recipe(cfg.recipe).FusionRecipe(cfg, dist.setup(cfg.device))
-    recipe.throughput = T.Throughput()
-    recipe.bar = None
-    return recipe
+    return Engine(cfg).prepare(load_recipe(cfg.recipe).FusionTask(cfg))
 
 
 def endless(loader: Iterable[Any]) -> Iterator[Any]:
@@ -142,7 +139,7 @@ def train_batches(recipe: Any) -> Iterator[dict[str, torch.Tensor]]:
     """The recipe's training batches on its device, epoch after epoch."""
     from dan.engine.trainer import to_device
 
-    return (to_device(b, recipe.info.device) for b in endless(recipe.train_loader))
+    return (to_device(b, recipe.info.device) for b in endless(recipe.task.train_batches))
 
 
 def sync(device: str) -> None:

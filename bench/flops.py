@@ -54,7 +54,7 @@ def sgemm_peak(device: str, sizes: list[int], repeats: int) -> dict[str, Any]:
 def step_flops(recipe: Any, batch: dict[str, torch.Tensor]) -> int:
     """FLOPs of one training step (forward + backward) on ``batch``."""
     with FlopCounterMode(display=False) as counter:
-        recipe.train_step(batch)
+        recipe.optimise(batch)
     return int(counter.get_total_flops())
 
 
@@ -63,7 +63,7 @@ def top_ops(recipe: Any, batches: Any, steps: int, device: str, limit: int = 12)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            recipe.train_step(next(batches))
+            recipe.optimise(next(batches))
         common.sync(device)
     attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
@@ -98,14 +98,14 @@ def measure(
     if flops is None:
         flops = step_flops(recipe, next(batches))
     windows = [
-        common.time_steps(recipe.train_step, batches, args.steps, args.warmup, args.device)
+        common.time_steps(recipe.optimise, batches, args.steps, args.warmup, args.device)
         for _ in range(args.repeats)
     ]
     step_s = common.median([w["seconds"] / w["steps"] for w in windows])
     achieved = flops / step_s / 1e9
     return {
         "config": config + (" (train.compile=true)" if compiled else ""),
-        "batch_size": recipe.train_loader.batch_size,
+        "batch_size": recipe.task.train_batches.batch_size,
         "step_flops": flops,
         "step_gflop": flops / 1e9,
         "step_ms": 1000 * step_s,

@@ -25,7 +25,8 @@ from torchvision import transforms
 
 from dan.data import fsdd, mnist
 from dan.data.avmnist import mnist_spec_base
-from dan.data.dataset import AVSplit
+from dan.data.dataset import Split
+from dan.data.readers import modality_specs
 from dan.models import build_model
 from dan.paths import data_root
 
@@ -37,11 +38,12 @@ class NaiveAVMnist(Dataset):
         self, images: Tensor, waves: list[Tensor], pairs: Tensor, labels: Tensor, prep: dict[str, Any]
     ) -> None:
         self.images, self.waves, self.pairs, self.labels = images, waves, pairs, labels
-        img, audio = prep["image"], prep["audio"]
+        specs = modality_specs(prep)
+        img, audio = specs["image"], specs["audio"]
         feats = audio["features"]
         self.num_samples = round(feats["sample_rate"] * feats["duration_s"])
         self.image_transform = transforms.Compose(
-            [transforms.ToTensor(), transforms.Normalize((img["mean"],), (img["std"],))]
+            [transforms.ToTensor(), transforms.Normalize(tuple(img["mean"]), tuple(img["std"]))]
         )
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=feats["sample_rate"],
@@ -50,8 +52,8 @@ class NaiveAVMnist(Dataset):
             n_mels=feats["n_mels"],
         )
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=feats["top_db"])
-        self.mean = torch.tensor(audio["standardize"]["mean"])[:, None]
-        self.std = torch.tensor(audio["standardize"]["std"])[:, None]
+        self.mean = torch.tensor(audio["mean"])[:, None]
+        self.std = torch.tensor(audio["std"])[:, None]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -65,7 +67,7 @@ class NaiveAVMnist(Dataset):
         return self.image_transform(image), (spec - self.mean) / self.std, int(self.labels[i])
 
 
-def naive_dataset(split: AVSplit) -> NaiveAVMnist:
+def naive_dataset(split: Split) -> NaiveAVMnist:
     """The raw MNIST digits and FSDD waveforms behind ``split`` (from its cache manifest), as a
     :class:`NaiveAVMnist` over the same pairs."""
     manifest = json.loads(Path(split.info["cache_file"]).with_suffix(".manifest.json").read_text())
@@ -73,13 +75,14 @@ def naive_dataset(split: AVSplit) -> NaiveAVMnist:
     root = data_root(manifest["config"].get("root"))
     images, _ = mnist.load_mnist(root, mnist_spec_base(entry["mnist"]))
     images = images[torch.tensor(entry["image_index"])]
-    rate = split.preprocessing["audio"]["features"]["sample_rate"]
+    rate = modality_specs(split.preprocessing)["audio"]["features"]["sample_rate"]
     folder = fsdd.fsdd_dir(root)
     waves = [fsdd.read_wav(folder / name, rate) for name in entry["audio_files"]]
-    return NaiveAVMnist(images, waves, split.pairs, split.labels, split.preprocessing)
+    pairs = torch.stack([split.rows["image"], split.rows["audio"]], 1)
+    return NaiveAVMnist(images, waves, pairs, split.labels, split.preprocessing)
 
 
-def inputs_match(split: AVSplit, dataset: NaiveAVMnist, n: int = 8) -> float:
+def inputs_match(split: Split, dataset: NaiveAVMnist, n: int = 8) -> float:
     """Largest absolute difference between the naive items and the cached tensors of the first ``n`` pairs."""
     batch = split.batch(torch.arange(n))
     worst = 0.0

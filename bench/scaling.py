@@ -54,8 +54,8 @@ def ddp_worker(args: Any) -> None:
     )
     batches = common.train_batches(recipe)
     wait_for_peers()
-    win = common.time_steps(recipe.train_step, batches, args.steps, args.warmup, args.device)
-    global_batch = recipe.train_loader.batch_size * recipe.info.world_size
+    win = common.time_steps(recipe.optimise, batches, args.steps, args.warmup, args.device)
+    global_batch = recipe.task.train_batches.batch_size * recipe.info.world_size
     if recipe.info.is_main:
         rate = global_batch * win["steps"] / win["seconds"]
         print(
@@ -80,15 +80,15 @@ def data_worker(args: Any) -> None:
     reload_s = time.perf_counter() - t
     recipe = common.make_recipe(args.config, overrides, args.device, args.threads)
     batches = common.train_batches(recipe)
-    win = common.time_steps(recipe.train_step, batches, args.steps, args.warmup, args.device)
+    win = common.time_steps(recipe.optimise, batches, args.steps, args.warmup, args.device)
     step_s = win["seconds"] / win["steps"]
     out = {
         "pairs_per_image": args.pairs_per_image,
-        "train_pairs": len(recipe.splits["train"]),
+        "train_pairs": len(recipe.task.splits["train"]),
         "build_s": build_s,
         "reload_s": reload_s,
         "step_ms": 1000 * step_s,
-        "epoch_s_projected": step_s * len(recipe.train_loader),
+        "epoch_s_projected": step_s * len(recipe.task.train_batches),
         "peak_rss_mb": peak_rss_mb(),
     }
     print(MARK + json.dumps(out), flush=True)

@@ -30,19 +30,19 @@ def measure(config: str, args: Any) -> dict[str, Any]:
     """dan vs reference windows for one config."""
     recipe = common.make_recipe(config, ["train.epochs=1000", *args.overrides], args.device, args.threads)
     device = recipe.info.device
-    batch_size = recipe.train_loader.batch_size
+    batch_size = recipe.task.train_batches.batch_size
     dan_batches = common.train_batches(recipe)
-    steps = {"dan": (recipe.train_step, dan_batches)}
+    steps = {"dan": (recipe.optimise, dan_batches)}
     if args.compile:
         compiled = common.make_recipe(
             config, ["train.epochs=1000", "train.compile=true", *args.overrides], args.device, args.threads
         )
-        steps["dan_compiled"] = (compiled.train_step, common.train_batches(compiled))
+        steps["dan_compiled"] = (compiled.optimise, common.train_batches(compiled))
     torch.manual_seed(0)
     model = plain_model(recipe.cfg.model).to(device).train()
     opt = T.build_optimizer(model.parameters(), recipe.cfg.optimizer)
-    dataset = naive_dataset(recipe.splits["train"])
-    worst = inputs_match(recipe.splits["train"], dataset)
+    dataset = naive_dataset(recipe.task.splits["train"])
+    worst = inputs_match(recipe.task.splits["train"], dataset)
     ref_batches = {w: naive_batches(dataset, batch_size, w, device) for w in args.workers}
     ref_step = naive_step(model, opt)
     windows: dict[str, list[dict[str, float]]] = {

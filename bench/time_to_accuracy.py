@@ -39,14 +39,14 @@ def child(config: str, overrides: list[str], device: str, threads: int, target: 
     set_threads(threads)
     print(json.dumps({"phase": "imported", "t": time.time()}), flush=True)
     recipe = make_recipe(config, overrides, device, threads)
-    test = recipe._loader(recipe.splits["test"], recipe.cfg.train.eval_batch_size, shuffle=False)
+    test = recipe.loader(recipe.task.splits["test"])
     print(json.dumps({"phase": "ready", "t": time.time()}), flush=True)
     for epoch in range(recipe.cfg.train.epochs):
         recipe.train_epoch()
-        recipe.balancer.on_epoch_end(epoch, recipe.meter.means(), {})
+        recipe.task.end_epoch(recipe, recipe.meter.means())
         recipe.epoch, recipe.batch_in_epoch, recipe.meter = epoch + 1, 0, T.LossMeter()
         trained = time.time()
-        result = evaluate(recipe.model, test, recipe.model.num_classes, recipe.modalities, recipe.info.device)
+        result = evaluate(recipe.task.model, test, recipe.task.model.num_classes, recipe.task.modalities, recipe.info.device)
         line = {
             "phase": "epoch",
             "epoch": epoch + 1,

@@ -291,12 +291,6 @@ def check_model(cfg: DictConfig) -> list[str]:
     """``model.*`` of a DAN classifier (builds it: cheap, no data); returns its modalities."""
     from dan.models import build_model
 
-    num_classes = cfg.model.get("num_classes")
-    if num_classes is not None and (type(num_classes) is not int or num_classes < 1):
-        raise ConfigError(f"model.num_classes must be a positive int, got {num_classes!r}")
-    dropout = cfg.model.get("modality_dropout", 0.0)
-    if type(dropout) not in (int, float) or not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.modality_dropout must lie in [0, 1), got {dropout!r}")
     try:
         model = build_model(cfg.model)
     except ConfigError:

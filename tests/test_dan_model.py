@@ -234,7 +234,7 @@ def test_config_errors(change: dict, match: str) -> None:
 def test_missing_num_classes_and_tower_without_out_dim() -> None:
     cfg = tiny_cfg()
     del cfg["model"]["num_classes"]
-    with pytest.raises(ConfigError, match="model.num_classes is required"):
+    with pytest.raises(ConfigError, match="model.num_classes must be an int"):
         build_model(cfg)
     model = build()
     with pytest.raises(ConfigError, match="has no int attribute out_dim"):

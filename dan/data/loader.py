@@ -8,10 +8,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from dan.config import NONFINITE_INPUTS
 from dan.data.dataset import Split
 from dan.errors import ConfigError, DataFormatError
-
-NONFINITE_MODES = ("stop", "skip")
 
 
 class TensorBatchLoader:
@@ -123,9 +122,9 @@ def nonfinite_samples(split: Split, chunk: int = 8192) -> Tensor:
 def check_finite_inputs(split: Split, mode: str = "stop") -> Split:
     """``split`` unchanged when every input is finite. Otherwise the samples holding NaN/Inf are named, then
     ``mode="stop"`` raises DataFormatError and ``mode="skip"`` warns and returns the split without them."""
-    if mode not in NONFINITE_MODES:
+    if mode not in NONFINITE_INPUTS:
         raise ConfigError(
-            f"train.nonfinite_inputs={mode!r} is not valid; valid choices: {', '.join(NONFINITE_MODES)}"
+            f"train.nonfinite_inputs={mode!r} is not valid; valid choices: {', '.join(NONFINITE_INPUTS)}"
         )
     bad = nonfinite_samples(split)
     if not len(bad):

@@ -154,6 +154,13 @@ class Engine:
         with T.autocast(self.device, self.amp):
             return self.wrapped(*args, **kwargs)
 
+    def prepare(self, task: Task) -> Engine:
+        """Set ``task`` up (data, model, optimizer, logger, resume) without training, for callers that drive
+        :meth:`optimise` or :meth:`train_epoch` themselves (benchmarks); :meth:`run` does this first."""
+        self._setup(task)
+        self.throughput = T.Throughput()
+        return self
+
     def _setup(self, task: Task) -> None:
         task.setup(self)
         self.task = task
@@ -314,8 +321,7 @@ class Engine:
     def run(self, task: Task) -> dict[str, Any]:
         """Train ``task`` for ``train.epochs`` (or until early stopping), then test its best checkpoint."""
         try:
-            self._setup(task)
-            self.throughput = T.Throughput()
+            self.prepare(task)
             started = time.perf_counter()
             with self.signals:
                 self._loop()

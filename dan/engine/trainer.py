@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from dan.config import OPTIMIZERS, SCHEDULERS
 from dan.data.dataset import Split
 from dan.data.pairing import split_generator
 from dan.engine.distributed import all_reduce_sum
@@ -111,7 +112,7 @@ def build_optimizer(
             weight_decay=cfg["weight_decay"],
             nesterov=cfg["momentum"] > 0,
         )
-    raise ConfigError(f"optimizer.name={cfg['name']!r} is not valid; valid choices: adamw, sgd")
+    raise ConfigError(f"optimizer.name={cfg['name']!r} is not valid; valid choices: {', '.join(OPTIMIZERS)}")
 
 
 def build_scheduler(
@@ -130,7 +131,7 @@ def build_scheduler(
         return torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=max(total_steps, 1), eta_min=cfg["min_lr"]
         )
-    raise ConfigError(f"scheduler.name={name!r} is not valid; valid choices: onecycle, cosine, none")
+    raise ConfigError(f"scheduler.name={name!r} is not valid; valid choices: {', '.join(SCHEDULERS)}")
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from dan.config import LOGGERS
 from dan.errors import ConfigError
 
 
@@ -112,4 +113,4 @@ def build_logger(
                 stacklevel=2,
             )
             return console
-    raise ConfigError(f"logger={name!r} is not valid; valid choices: none, console, wandb")
+    raise ConfigError(f"logger={name!r} is not valid; valid choices: {', '.join(LOGGERS)}")

@@ -99,8 +99,9 @@ def build_model(cfg: Mapping[str, Any] | DictConfig) -> DANModel:
     unknown = sorted(set(cfg) - set(MODEL_KEYS))
     if unknown:
         raise ConfigError(f"unknown model keys {unknown}; valid keys: {', '.join(MODEL_KEYS)}")
-    if "num_classes" not in cfg:
-        raise ConfigError("model.num_classes is required (number of classes C)")
+    num_classes = cfg.get("num_classes")
+    if type(num_classes) is not int:
+        raise ConfigError(f"model.num_classes must be an int (the number of classes C), got {num_classes!r}")
     dim = cfg.get("dim", 64)
     if not isinstance(dim, int) or dim < 1:
         raise ConfigError(f"model.dim must be a positive int, got {dim!r}")
