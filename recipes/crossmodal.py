@@ -21,7 +21,7 @@ from dan.config import check_data, check_verify, to_dict
 from dan.data import build_data
 from dan.data.pairing import split_generator
 from dan.data.pairs import cross_modal_pairs
-from dan.engine import Engine, StepOutput, Validation, script_main
+from dan.engine import BaseTask, Engine, StepOutput, Validation, script_main
 from dan.engine.pair_eval import PairEvaluator, embed_all, finish_verification
 from dan.errors import ConfigError
 from dan.losses.metric import build_metric_loss, loss_spec
@@ -29,11 +29,8 @@ from dan.metrics.retrieval import retrieval_metrics
 from dan.models.siamese import build_metric_model
 
 
-class CrossModalTask:
+class CrossModalTask(BaseTask):
     """Two towers, one embedding space; symmetric loss over each batch's cross-modal pairs."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
 
     def setup(self, engine: Engine) -> None:
         cfg = self.cfg
@@ -103,12 +100,6 @@ class CrossModalTask:
         a, b = emb[self.left], emb[self.right]
         loss = (self.loss_fn(a, y, b, y) + self.loss_fn(b, y, a, y)) / 2
         return StepOutput(loss, {"loss": loss}, int(keep.sum()))
-
-    def after_backward(self, engine: Engine, batch: dict[str, Any], out: StepOutput) -> None:
-        pass
-
-    def end_epoch(self, engine: Engine, train_losses: dict[str, float]) -> None:
-        pass
 
     def validate(self, engine: Engine) -> Validation:
         return Validation(self.evaluator.validate())

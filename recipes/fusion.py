@@ -20,7 +20,7 @@ from dan.config import check_balancer, check_model, check_stop_metric, to_dict
 from dan.data import build_data
 from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs
-from dan.engine import Engine, StepOutput, Validation, script_main
+from dan.engine import BaseTask, Engine, StepOutput, Validation, script_main
 from dan.engine.evaluate import evaluate, head_losses_mean, misclassified
 from dan.engine.trainer import head_losses, split_heldout
 from dan.errors import ConfigError
@@ -28,11 +28,8 @@ from dan.losses import EpochContext, StepContext, build_balancer
 from dan.models import build_model
 
 
-class FusionTask:
+class FusionTask(BaseTask):
     """A DAN classifier and its balancer on the splits of ``cfg.data``."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
 
     def setup(self, engine: Engine) -> None:
         cfg, tc = self.cfg, self.cfg.train

@@ -25,18 +25,15 @@ from dan.data import build_data
 from dan.data.augment import build_augment
 from dan.data.pairing import split_generator
 from dan.data.pairs import PairBatches, balanced_pairs
-from dan.engine import Engine, StepOutput, Validation, script_main
+from dan.engine import BaseTask, Engine, StepOutput, Validation, script_main
 from dan.engine.pair_eval import PairEvaluator, embed_all, finish_verification
 from dan.errors import ConfigError
 from dan.losses.metric import build_metric_loss, loss_spec
 from dan.models.siamese import build_metric_model
 
 
-class SiameseTask:
+class SiameseTask(BaseTask):
     """One shared tower over the single modality of ``cfg.data``."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
 
     def setup(self, engine: Engine) -> None:
         cfg = self.cfg
@@ -58,7 +55,6 @@ class SiameseTask:
             self.train_batches = PairBatches(
                 train, self.modality, pairs, engine.batch_size, cfg.seed, engine.info.rank, engine.info.world_size
             )
-            self.modules = {}
         else:
             self.loss_fn = build_metric_loss(self.loss_name, **loss_kwargs)
             self.modules = {"loss": self.loss_fn}
@@ -100,12 +96,6 @@ class SiameseTask:
         else:
             loss = self.loss_fn(engine.forward(self.augment(batch)[m]), batch["label"])
         return StepOutput(loss, {"loss": loss}, batch[m].shape[0])
-
-    def after_backward(self, engine: Engine, batch: dict[str, Any], out: StepOutput) -> None:
-        pass
-
-    def end_epoch(self, engine: Engine, train_losses: dict[str, float]) -> None:
-        pass
 
     def validate(self, engine: Engine) -> Validation:
         return Validation(self.evaluator.validate())

@@ -103,6 +103,25 @@ class Task(Protocol):
         """Metrics of the best checkpoint (already loaded into ``model``) on the test split."""
 
 
+class BaseTask:
+    """A :class:`Task` with the optional parts left empty: subclasses set up their data and model and define
+    ``training_step``, ``validate`` and ``test``; ``after_backward`` and ``end_epoch`` do nothing here."""
+
+    modules: dict[str, nn.Module]
+    checkpoint_info: dict[str, Any]
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.modules = {}
+        self.checkpoint_info = {}
+
+    def after_backward(self, engine: Engine, batch: Batch, out: StepOutput) -> None:
+        """No gradient-side work."""
+
+    def end_epoch(self, engine: Engine, train_losses: dict[str, float]) -> None:
+        """No work at an epoch's end."""
+
+
 class Engine:
     """Trains a :class:`Task` as ``cfg`` says. Set up by :meth:`run`; every attribute a task may read is
     named here: ``cfg``, ``info`` (rank, world size, device), ``device``, ``amp``, ``run_dir``, ``logger``,
