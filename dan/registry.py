@@ -65,17 +65,22 @@ class Registry(Generic[T]):
         except TypeError as exc:
             raise ConfigError(f"bad arguments for {self.kind} {name!r}: {exc}") from exc
 
-    def check_kwargs(self, name: str, kwargs: Mapping[str, Any], key: str) -> None:
+    def check_kwargs(
+        self, name: str, kwargs: Mapping[str, Any], key: str, reserved: tuple[str, ...] = ()
+    ) -> None:
         """ConfigError naming ``key.<k>`` and the valid keys when ``kwargs`` holds a key that builder ``name``
-        does not take (its signature is the schema; a builder taking ``**kwargs`` accepts any key)."""
+        does not take (its signature is the schema; a builder taking ``**kwargs`` accepts any key).
+        ``reserved`` arguments are set by the caller, never by the config."""
         params = inspect.signature(self.get(name)).parameters
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return
-        valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        valid = [
+            n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and n not in reserved
+        ]
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
             raise ConfigError(
-                f"unknown key {key}.{unknown[0]} for {self.kind} {name!r}; valid keys: {', '.join(sorted(valid))}"
+                f"unknown key {key}.{unknown[0]} for {self.kind} {name!r}; valid keys: {', '.join(sorted(valid)) or '(none)'}"
             )
 
     def __contains__(self, name: object) -> bool:

@@ -144,3 +144,36 @@ def test_predict_wav_file(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
 def test_predict_needs_an_input(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", str(run_dir / "best.pt")]) == 2
     assert "give at least one input: --input MODALITY=PATH, --image PATH or --audio PATH" in capsys.readouterr().err
+
+
+def test_eval_on_a_root_with_only_test_files_uses_the_checkpoints_statistics(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """An AV-MNIST model evaluated on a data root that holds only the MNIST test files and the FSDD test
+    recordings: nothing is refitted (the report equals the run's own test result) and no training file is read."""
+    small = [
+        f"data.root={shared_data}",
+        "data.splits.train.mnist=test[:600]",
+        "data.splits.val.mnist=test[600:800]",
+        "data.splits.test.mnist=test[800:1000]",
+        "model.dim=16",
+        "train.epochs=1",
+        "train.num_threads=1",
+        "quiet=true",
+        f"output_dir={tmp_path}",
+        "run_name=av",
+    ]
+    assert main(["train", "avmnist_concat_offline", *small]) == 0
+    summary = json.loads((tmp_path / "av" / "results.json").read_text())["summary"]
+    only_test = tmp_path / "only_test"
+    (only_test / "mnist").mkdir(parents=True)
+    for f in (shared_data / "mnist").glob("t10k-*"):
+        (only_test / "mnist" / f.name).symlink_to(f)
+    (only_test / "fsdd" / "recordings").mkdir(parents=True)
+    for f in (shared_data / "fsdd" / "recordings").glob("*_[0-4].wav"):
+        (only_test / "fsdd" / "recordings" / f.name).symlink_to(f)
+    out = tmp_path / "ev"
+    args = ["eval", str(tmp_path / "av" / "best.pt"), f"data.root={only_test}", "eval.noise_levels=[0.0]", "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads((out / "eval_test.json").read_text())
+    assert report["num_samples"] == 200 and report["acc"] == pytest.approx(summary["test/acc"], abs=1e-6)

@@ -150,3 +150,14 @@ def test_resume_on_other_data_is_refused(tmp_path: Path, capsys: pytest.CaptureF
     last = tmp_path / "a" / "last.pt"
     assert main(["train", "quickstart", *common, "run_name=b", "data.seed=5", f"resume={last}"]) == 2
     assert "the checkpoint was trained on other data (manifest hash differs)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 5, 9])
+def test_onecycle_survives_runs_too_short_for_its_warmup_fraction(total: int) -> None:
+    # 5 steps at pct_start=0.2 gave torch a warm-up of 0 steps and a ZeroDivisionError
+    opt = T.build_optimizer(_params(), load_config("quickstart").optimizer)
+    sched = T.build_scheduler(opt, {"name": "onecycle", "pct_start": 0.2}, total_steps=total)
+    for _ in range(total):
+        opt.step()
+        sched.step()
+    assert 0 < T.current_lr(opt) <= load_config("quickstart").optimizer.lr

@@ -124,9 +124,11 @@ def build_scheduler(
         return None
     if name == "onecycle":
         lrs = [g["lr"] for g in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lrs, total_steps=max(total_steps, 2), pct_start=cfg["pct_start"]
-        )
+        # each phase needs at least 2 steps (torch divides by the phase length minus one): a very short run
+        # gets a warm-up of 2 steps instead of a fraction that rounds to nothing
+        total = max(total_steps, 4)
+        pct_start = min(max(float(cfg["pct_start"]), 2.0 / total), 1.0 - 2.0 / total)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lrs, total_steps=total, pct_start=pct_start)
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=max(total_steps, 1), eta_min=cfg["min_lr"]

@@ -68,10 +68,12 @@ def _accepts(builder: Callable[..., Any], arg: str) -> bool:
 
 
 def _rekey(key: str, build: Callable[[], Any]) -> Any:
-    """Run ``build``, prefixing a ConfigError's message with the config ``key`` at fault."""
+    """Run ``build``, prefixing a ConfigError's message with the config ``key`` at fault (unless it names it)."""
     try:
         return build()
     except ConfigError as exc:
+        if f"{key}." in str(exc):
+            raise
         raise ConfigError(f"{key}: {exc}") from exc
 
 
@@ -82,6 +84,7 @@ def build_tower_for(modality: str, cfg: Mapping[str, Any], dim: int) -> nn.Modul
     builder = _rekey(key, lambda: TOWERS.get(name))
     if "dim" not in kwargs and _accepts(builder, "dim"):
         kwargs["dim"] = dim
+    TOWERS.check_kwargs(name, kwargs, key)
     return _rekey(key, lambda: TOWERS.build(name, **kwargs))
 
 

@@ -239,4 +239,5 @@ def build_fusion(name: str, modalities: Sequence[str], dim: int, /, **kwargs: An
     for key in ("modalities", "dim"):
         if key in kwargs:
             raise ConfigError(f"model.fusion.{key} is set by the model; remove it from the fusion config")
+    FUSIONS.check_kwargs(name, kwargs, "model.fusion", reserved=("modalities", "dim"))
     return FUSIONS.build(name, modalities=modalities, dim=dim, **kwargs)

@@ -145,5 +145,5 @@ def build_trunk(
     """
     if "dim" in kwargs:
         raise ConfigError("model.trunk.dim is not a trunk option: the trunk width is model.dim")
-    TRUNKS.get(name)
+    TRUNKS.check_kwargs(name, kwargs, "model.trunk", reserved=("dim",))
     return SharedTrunk(modalities, lambda: TRUNKS.build(name, dim=dim, **kwargs), dim, share=share)
