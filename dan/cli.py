@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("dan.engine.eval_command", "evaluate a checkpoint on any data root and split"),
     "predict": ("dan.engine.predict_command", "predict the digit of an image and/or a recording"),
     "recipes": ("dan.engine.recipes_command", "list recipes and their configs"),
+    "cv": ("dan.engine.cv_command", "cross-validate configs over held-out groups (leave one speaker out)"),
     "grid": ("dan.engine.grid_command", "train one config over a grid of overrides and tabulate the results"),
     "verify": ("dan.engine.verify_command", "verify whether two inputs match (Siamese checkpoints)"),
 }

@@ -104,6 +104,12 @@ class AVMnistConfig:
             cfg.pop("splits", None)
         return cls(**cfg)
 
+    def group_folds(self) -> dict[str, dict[str, Any]]:
+        """Leave one speaker out: ``{speaker: {"heldout_speakers": [speaker]}}`` for every speaker the data
+        root's FSDD folder holds (read from the file names, no audio decoded)."""
+        recordings = fsdd.index_recordings(fsdd.fsdd_dir(data_root(self.root)))
+        return {s: {"heldout_speakers": [s]} for s in sorted({r.speaker for r in recordings})}
+
     def input_shapes(self) -> dict[str, list[int]]:
         """``{m: item shape}`` of the built splits, known without reading data."""
         return {"image": [1, 28, 28], "audio": [1, self.audio.num_bins, self.audio.num_frames]}

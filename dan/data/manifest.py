@@ -190,6 +190,14 @@ class ManifestDataset:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError("data.val_fraction + data.test_fraction must be below 1: the rest is training data")
 
+    def group_folds(self) -> dict[str, dict[str, Any]]:
+        """Leave one group out: ``{group: {"test_groups": [group]}}`` for every value of the ``group`` column
+        (validation groups are then drawn from the others by ``val_fraction``)."""
+        if self.group is None:
+            raise ConfigError("set data.group (e.g. speaker) to cross-validate over groups of the manifest")
+        cells = read_table(self.manifest_path()).column(self.group, "data.group")
+        return {g: {"test_groups": [g], "val_groups": None} for g in sorted(set(cells))}
+
     def input_shapes(self) -> dict[str, list[int] | None]:
         """``{m: item shape}`` where the reader config fixes it (None where it is read from the data)."""
         return {m: (list(s) if (s := src.reader.item_shape()) is not None else None) for m, src in self.sources.items()}
@@ -320,6 +328,11 @@ class ManifestDataset:
                                 f"values: {', '.join(group_names[:20])}"
                             )
                         assign[groups == group_names.index(str(name))] = s
+                if self.val_groups is None:  # validation groups drawn from the rest by val_fraction
+                    rest = [i for i in range(len(group_names)) if not bool((assign[groups == i] == 2).any())]
+                    order = torch.randperm(len(rest), generator=g).tolist()
+                    for k in order[: round(len(rest) * self.val_fraction)]:
+                        assign[groups == rest[k]] = 1
                 return assign, groups, group_names
             order = torch.randperm(len(group_names), generator=g)
             n_test = round(len(group_names) * self.test_fraction)

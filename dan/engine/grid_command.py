@@ -40,9 +40,12 @@ def cell_name(cell: dict[str, str]) -> str:
     )
 
 
-def run_cell(config: str, cell: dict[str, str], fixed: list[str], out: Path) -> dict[str, Any]:
-    """Train one cell in its own process (or read its ``results.json``); its test and best-val metrics."""
-    name = cell_name(cell)
+def run_cell(
+    config: str, cell: dict[str, str], fixed: list[str], out: Path, name: str | None = None
+) -> dict[str, Any]:
+    """Train one cell (``fixed`` then ``cell`` overrides) in its own process, or read its ``results.json``;
+    its test and best-val metrics. ``name`` is the run folder under ``out`` (default :func:`cell_name`)."""
+    name = name or cell_name(cell)
     result = out / name / "results.json"
     if not result.exists():
         cmd = [

@@ -21,12 +21,15 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     )
 
 
-def conv_pool_stages(c_in: int, channels: Sequence[int]) -> nn.Sequential:
-    """Per width ``c``: ``conv3x3-BN-ReLU-maxpool2``; ``[B, c_in, H, W] -> [B, channels[-1], H/2^S, W/2^S]``."""
+def conv_pool_stages(c_in: int, channels: Sequence[int], depth: int = 1) -> nn.Sequential:
+    """Per width ``c``: ``depth`` x ``conv3x3-BN-ReLU``, then ``maxpool2``;
+    ``[B, c_in, H, W] -> [B, channels[-1], H/2^S, W/2^S]``."""
     stages: list[nn.Module] = []
     for c in channels:
-        stages += [conv_bn_relu(c_in, c), nn.MaxPool2d(2)]
-        c_in = c
+        for _ in range(depth):
+            stages.append(conv_bn_relu(c_in, c))
+            c_in = c
+        stages.append(nn.MaxPool2d(2))
     return nn.Sequential(*stages)
 
 
@@ -60,13 +63,38 @@ class GridTokens(nn.Module):
         return rearrange(self.pool(self.proj(fmap)), "b d h w -> b (h w) d") + self.pos
 
 
+class FlattenTokens(nn.Module):
+    """Feature map ``[B, C, H, W]`` -> flattened, dropout, one linear map -> ``[B, tokens, dim]``: every
+    position keeps its own weights (what a plain CNN's fully connected layer does), nothing is averaged away."""
+
+    def __init__(self, channels: int, height: int, width: int, dim: int, tokens: int, dropout: float) -> None:
+        super().__init__()
+        if tokens < 1:
+            raise ConfigError(f"tower tokens must be >= 1, got {tokens}; fix model.towers.<m>.tokens")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"tower dropout must lie in [0, 1), got {dropout}; fix model.towers.<m>.dropout")
+        self.tokens, self.dim = tokens, dim
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(channels * height * width, tokens * dim)
+
+    def forward(self, fmap: Tensor) -> Tensor:
+        """``[B, C, H, W]`` -> ``[B, tokens, dim]``."""
+        return rearrange(self.proj(self.drop(fmap.flatten(1))), "b (n d) -> b n d", n=self.tokens)
+
+
+READOUTS = ("grid", "flatten")
+
+
 @register_tower("image_cnn")
 class ImageCNN(nn.Module):
-    """Small CNN: per stage ``conv3x3-BN-ReLU-maxpool2``; ``[B, C, 28, 28] -> [B, grid², dim]``.
+    """Small CNN: per stage ``depth`` x ``conv3x3-BN-ReLU``, then ``maxpool2``; then a readout to tokens.
 
-    With the default two stages a 28x28 image becomes a 7x7 map, i.e. 49 tokens (``grid=7``);
-    a smaller ``grid`` average-pools it to fewer tokens. ``channels_last`` stores the feature maps
-    channels-last (same results, faster convolutions).
+    ``readout="grid"``: the feature map average-pooled to ``grid x grid`` tokens with a learned position
+    embedding (``[B, grid², dim]``; two stages map 28x28 to 7x7, i.e. 49 tokens at ``grid=7``).
+    ``readout="flatten"``: the whole feature map flattened (with ``dropout``) into ``tokens`` tokens by one
+    linear map (``[B, tokens, dim]``; needs ``input_size``), as a plain CNN's fully connected layer: no
+    position is averaged with another. ``channels_last`` stores the feature maps channels-last (same
+    results, faster convolutions).
     """
 
     def __init__(
@@ -76,13 +104,29 @@ class ImageCNN(nn.Module):
         channels: Sequence[int] = (16, 32),
         grid: int = 7,
         channels_last: bool = False,
+        depth: int = 1,
+        readout: str = "grid",
+        tokens: int = 1,
+        dropout: float = 0.0,
+        input_size: int = 28,
     ) -> None:
         super().__init__()
         channels = positive_ints("image_cnn", "channels", channels)
+        (depth,) = positive_ints("image_cnn", "depth", [depth])
+        if readout not in READOUTS:
+            raise ConfigError(f"tower 'image_cnn': readout={readout!r} is not valid; valid choices: {', '.join(READOUTS)}")
         self.in_channels = in_channels
         self.out_dim = dim
-        self.features = conv_pool_stages(in_channels, channels)
-        self.tokens = GridTokens(channels[-1], dim, grid)
+        self.features = conv_pool_stages(in_channels, channels, depth)
+        if readout == "grid":
+            self.tokens: nn.Module = GridTokens(channels[-1], dim, grid)
+        else:
+            side = input_size
+            for _ in channels:
+                side //= 2
+            if side < 1:
+                raise ConfigError(f"tower 'image_cnn': input_size {input_size} is too small for {len(channels)} stages")
+            self.tokens = FlattenTokens(channels[-1], side, side, dim, tokens, dropout)
         self.channels_last = use_channels_last(self, channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
