@@ -3,6 +3,7 @@
 ```yaml
 augment:
   image: {shift: 2, rotate: 10}     # pixels, degrees: a random affine per sample
+  audio: {freq_mask: 8, time_mask: 10, masks: 2, noise: 0.1}   # SpecAugment masks, Gaussian noise
 ```
 
 Transforms run batched on the batch's device and draw from torch's seeded global RNG (restored on resume);
@@ -23,6 +24,7 @@ from dan.errors import ConfigError
 
 Batch = dict[str, Tensor]
 IMAGE_KEYS = ("shift", "rotate")
+AUDIO_KEYS = ("freq_mask", "time_mask", "masks", "noise")
 
 
 def augment_images(x: Tensor, shift: float = 0.0, rotate: float = 0.0) -> Tensor:
@@ -37,22 +39,50 @@ def augment_images(x: Tensor, shift: float = 0.0, rotate: float = 0.0) -> Tensor
     return F.grid_sample(x, grid, align_corners=False, padding_mode="border")
 
 
+def augment_spectrograms(
+    x: Tensor, freq_mask: int = 0, time_mask: int = 0, masks: int = 1, noise: float = 0.0
+) -> Tensor:
+    """SpecAugment on features ``x [B, C, F, T]`` (same shape): ``masks`` frequency bands of up to
+    ``freq_mask`` rows and ``masks`` time spans of up to ``time_mask`` frames set to the mean (0 for
+    standardised features), each drawn per sample (torchaudio's ``mask_along_axis_iid``), then Gaussian
+    noise of std ``noise`` (standardised units). Draws from torch's seeded global RNG."""
+    import torchaudio.functional as AF
+
+    for _ in range(masks):
+        if freq_mask:
+            x = AF.mask_along_axis_iid(x, freq_mask, 0.0, axis=2)
+        if time_mask:
+            x = AF.mask_along_axis_iid(x, time_mask, 0.0, axis=3)
+    if noise:
+        x = x + noise * torch.randn(x.shape, device=x.device, dtype=x.dtype)
+    return x
+
+
+def _transform(m: str, spec: dict[str, Any]) -> Callable[[Tensor], Tensor]:
+    keys = AUDIO_KEYS if any(k in spec for k in AUDIO_KEYS) else IMAGE_KEYS
+    unknown = sorted(set(spec) - set(keys))
+    if unknown:
+        valid = f"{', '.join(IMAGE_KEYS)} (images) or {', '.join(AUDIO_KEYS)} (spectrograms)"
+        raise ConfigError(f"unknown key augment.{m}.{unknown[0]}; valid keys: {valid}")
+    if any(float(v) < 0 for v in spec.values()):
+        raise ConfigError(f"augment.{m}: every value must be >= 0, got {spec}")
+    if keys == AUDIO_KEYS:
+        f, t = int(spec.get("freq_mask", 0)), int(spec.get("time_mask", 0))
+        n, noise = int(spec.get("masks", 1)), float(spec.get("noise", 0.0))
+        return lambda x: augment_spectrograms(x, f, t, n, noise)
+    shift, rotate = float(spec.get("shift", 0.0)), float(spec.get("rotate", 0.0))
+    return lambda x: augment_images(x, shift, rotate)
+
+
 def build_augment(cfg: Mapping[str, Any] | None) -> Callable[[Mapping[str, Tensor]], Batch]:
     """``augment`` config ``{modality: {...}}`` -> a transform of training batches (identity when empty).
 
-    Only image modalities (``[B, C, H, W]`` inputs) take ``shift``/``rotate`` today; a ConfigError names
-    any other key.
+    A modality takes image keys (``shift``, ``rotate``: a random affine) or spectrogram keys
+    (``freq_mask``, ``time_mask``, ``masks``, ``noise``: SpecAugment); both act on ``[B, C, H, W]`` inputs.
+    A ConfigError names any other key. Masked samples (``<m>_mask`` False) are transformed too: the model
+    ignores them.
     """
-    transforms: dict[str, Callable[[Tensor], Tensor]] = {}
-    for m, spec in dict(cfg or {}).items():
-        spec = dict(spec or {})
-        unknown = sorted(set(spec) - set(IMAGE_KEYS))
-        if unknown:
-            raise ConfigError(f"unknown key augment.{m}.{unknown[0]}; valid keys: {', '.join(IMAGE_KEYS)}")
-        shift, rotate = float(spec.get("shift", 0.0)), float(spec.get("rotate", 0.0))
-        if shift < 0 or rotate < 0:
-            raise ConfigError(f"augment.{m}: shift and rotate must be >= 0, got {shift}, {rotate}")
-        transforms[m] = lambda x, s=shift, r=rotate: augment_images(x, s, r)
+    transforms = {m: _transform(m, dict(spec or {})) for m, spec in dict(cfg or {}).items()}
 
     def apply(batch: Mapping[str, Tensor]) -> Batch:
         out = dict(batch)

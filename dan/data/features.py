@@ -16,7 +16,12 @@ FEATURE_KINDS = ("logmel", "mfcc")
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """How recordings become spectrograms. ``num_frames`` follows from the other fields."""
+    """How recordings become spectrograms. ``num_frames`` follows from the other fields.
+
+    ``utterance_norm`` subtracts each recording's own mean over time from every feature row (cepstral mean
+    normalisation): a speaker's or microphone's constant spectral tilt is removed before the dataset-level
+    standardisation, which helps on voices not heard in training.
+    """
 
     sample_rate: int = 8000
     kind: str = "logmel"
@@ -26,6 +31,7 @@ class FeatureConfig:
     n_mels: int = 40
     n_mfcc: int = 20
     top_db: float = 80.0
+    utterance_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
@@ -106,7 +112,10 @@ def compute_features(waves: Tensor, cfg: FeatureConfig, batch_size: int = 512) -
             chunks.append(spec)
     if not chunks:
         return torch.zeros(0, 1, cfg.num_bins, cfg.num_frames)
-    return torch.cat(chunks)
+    feats = torch.cat(chunks)
+    if cfg.utterance_norm:
+        feats = feats - feats.mean(dim=-1, keepdim=True)
+    return feats
 
 
 @dataclass
