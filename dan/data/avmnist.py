@@ -126,6 +126,7 @@ class AVMnistConfig:
         for key in ("root", "cache_dir", "use_cache", "on_bad_file"):
             d.pop(key)
         d["splits"] = {k: dict(v) for k, v in self.splits.items()}
+        d["audio"] = self.audio.to_dict()
         return d
 
 

@@ -60,8 +60,12 @@ class FeatureConfig:
         return self.num_samples // self.hop_length + 1
 
     def to_dict(self) -> dict:
-        """Plain-dict form, for configs, hashes and checkpoints."""
-        return asdict(self)
+        """Plain-dict form, for configs, hashes and checkpoints. Options added after dan 0.1 appear only when
+        set, so the hashes of builds that do not use them stay what they were."""
+        d = asdict(self)
+        if not self.utterance_norm:
+            d.pop("utterance_norm")
+        return d
 
 
 def pad_or_trim(waveforms: Sequence[Tensor], num_samples: int) -> Tensor:

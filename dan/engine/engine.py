@@ -8,6 +8,7 @@ recipe supplies a :class:`Task`: its data and model, its step, its validation an
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -346,6 +347,9 @@ class Engine:
                 self._loop()
             return self.finish(time.perf_counter() - started)
         finally:
+            # the DDP wrapper must be gone before its process group: destroying it afterwards can hang in gloo
+            self.wrapped = None
+            gc.collect()
             dist.teardown()
 
     def _loop(self) -> None:
