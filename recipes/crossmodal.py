@@ -21,7 +21,7 @@ from dan.config import check_data, check_verify, to_dict
 from dan.data import build_data
 from dan.data.pairing import split_generator
 from dan.data.pairs import cross_modal_pairs
-from dan.engine import BaseTask, Engine, StepOutput, Validation, script_main
+from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
 from dan.engine.pair_eval import PairEvaluator, embed_all, finish_verification
 from dan.errors import ConfigError
 from dan.losses.metric import build_metric_loss, loss_spec
@@ -49,8 +49,6 @@ class CrossModalTask(BaseTask):
         self.loss_fn = build_metric_loss(name, **kwargs)
         self.modules = {"loss": self.loss_fn}
         self.train_batches = engine.loader(train, shuffle=True, drop_last=True)
-        if len(self.train_batches) < 1:
-            raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds the training set; lower it")
         self.used = {s: self._used_rows(s) for s in ("val", "test")}
         self.evaluator = PairEvaluator(
             {s: self._eval_pairs(s) for s in ("val", "test")},
@@ -59,13 +57,7 @@ class CrossModalTask(BaseTask):
             int(cfg.train.eval_batch_size),
             engine.device,
         )
-        self.checkpoint_info = {
-            "manifest_hash": train.manifest_hash,
-            "preprocessing": train.preprocessing,
-            "modalities": towers,
-            "metric_model": meta,
-            "data_source": train.source,
-        }
+        self.checkpoint_info = checkpoint_record(train, towers, metric_model=meta)
 
     def _used_rows(self, split: str) -> dict[str, torch.Tensor]:
         """Per side, the storage rows some sample of ``split`` uses, and their labels."""

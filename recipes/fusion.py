@@ -20,7 +20,7 @@ from dan.config import check_balancer, check_model, check_stop_metric, to_dict
 from dan.data import build_data
 from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs
-from dan.engine import BaseTask, Engine, StepOutput, Validation, script_main
+from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
 from dan.engine.evaluate import evaluate, head_losses_mean, misclassified
 from dan.engine.trainer import head_losses, split_heldout
 from dan.errors import ConfigError
@@ -53,12 +53,7 @@ class FusionTask(BaseTask):
         self.train_batches = engine.loader(train, shuffle=True)
         self.val_batches = engine.loader(self.splits["val"])
         self.augment = build_augment(to_dict(cfg.augment))
-        self.checkpoint_info = {
-            "manifest_hash": train.manifest_hash,
-            "preprocessing": train.preprocessing,
-            "modalities": self.modalities,
-            "data_source": train.source,
-        }
+        self.checkpoint_info = checkpoint_record(train, self.modalities)
 
     def training_step(self, engine: Engine, batch: dict[str, Any]) -> StepOutput:
         batch = self.augment(batch)

@@ -25,7 +25,7 @@ from dan.data import build_data
 from dan.data.augment import build_augment
 from dan.data.pairing import split_generator
 from dan.data.pairs import PairBatches, balanced_pairs
-from dan.engine import BaseTask, Engine, StepOutput, Validation, script_main
+from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
 from dan.engine.pair_eval import PairEvaluator, embed_all, finish_verification
 from dan.errors import ConfigError
 from dan.losses.metric import build_metric_loss, loss_spec
@@ -59,8 +59,6 @@ class SiameseTask(BaseTask):
             self.loss_fn = build_metric_loss(self.loss_name, **loss_kwargs)
             self.modules = {"loss": self.loss_fn}
             self.train_batches = engine.loader(train, shuffle=True, drop_last=True)
-        if len(self.train_batches) < 1:
-            raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds the training set; lower it")
         self.evaluator = PairEvaluator(
             {s: self._eval_pairs(s) for s in ("val", "test")},
             self._embeddings,
@@ -68,13 +66,7 @@ class SiameseTask(BaseTask):
             int(cfg.train.eval_batch_size),
             engine.device,
         )
-        self.checkpoint_info = {
-            "manifest_hash": train.manifest_hash,
-            "preprocessing": train.preprocessing,
-            "modalities": [self.modality],
-            "metric_model": meta,
-            "data_source": train.source,
-        }
+        self.checkpoint_info = checkpoint_record(train, [self.modality], metric_model=meta)
 
     def _eval_pairs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         s, n = self.splits[split], getattr(self.cfg.verify, f"{split}_pairs")

@@ -104,6 +104,19 @@ class Task(Protocol):
         """Metrics of the best checkpoint (already loaded into ``model``) on the test split."""
 
 
+def checkpoint_record(split: Split, modalities: list[str], **extra: Any) -> dict[str, Any]:
+    """What a checkpoint records of the data a task trains on: the training split's manifest hash (resume
+    refuses other data), its preprocessing (what ``dan.load`` applies to new inputs), the modalities and the
+    dataset's name, plus ``extra`` (e.g. ``metric_model``)."""
+    return {
+        "manifest_hash": split.manifest_hash,
+        "preprocessing": split.preprocessing,
+        "modalities": list(modalities),
+        "data_source": split.source,
+        **extra,
+    }
+
+
 class BaseTask:
     """A :class:`Task` with the optional parts left empty: subclasses set up their data and model and define
     ``training_step``, ``validate`` and ``test``; ``after_backward`` and ``end_epoch`` do nothing here."""
@@ -185,6 +198,8 @@ class Engine:
         task.setup(self)
         self.task = task
         self.model = task.model
+        if len(task.train_batches) < 1:
+            raise ConfigError(f"train.batch_size={self.cfg.train.batch_size} exceeds the training set; lower it")
         if self.cfg.train.compile:
             # Static shapes: one graph per batch size; automatic dynamic shapes trip an inductor bug in torch 2.11.
             self.model.compile(dynamic=False)
