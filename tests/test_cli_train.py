@@ -146,3 +146,29 @@ def test_compiled_run_matches_eager_and_saves_plain_keys(tmp_path: Path) -> None
         )
         <= 0.05
     )
+
+
+def test_version_and_help_import_no_torch() -> None:
+    code = (
+        "import sys\n"
+        "from dan.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['nosuchcommand']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr
+    assert "dan 0.1.0" in proc.stdout and "invalid choice: 'nosuchcommand'" in proc.stderr
+    assert "train" in proc.stdout and "cv" in proc.stdout  # every command listed in the help
+
+
+def test_recipes_listing_prints_whole_first_sentences(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipes"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip() and not line.startswith("run one")]
+    for line in lines:  # every description ends where its sentence ends
+        assert line.rstrip().endswith("."), line
+    full = next(line for line in lines if "avmnist_concat_full" in line)
+    assert "fetch them with `dan data download`" in full and full.rstrip().endswith(".")

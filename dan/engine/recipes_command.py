@@ -4,26 +4,42 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 
 from omegaconf import OmegaConf
 
 from dan.config import recipe_names, recipes_dir
 
 
+def first_sentence(text: str) -> str:
+    """The first sentence of ``text`` (lines joined; it ends at a period before a space, or a blank line), whole."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    match = re.search(r"^(.*?\.)(\s|$)", paragraph)
+    return match.group(1) if match else paragraph
+
+
 def _summary(path_text: str) -> str:
-    doc = ast.get_docstring(ast.parse(path_text)) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    return first_sentence(ast.get_docstring(ast.parse(path_text)) or "")
+
+
+def _comment(text: str) -> str:
+    """The first sentence of a config's leading comment lines."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    return first_sentence("\n".join(lines))
 
 
 def listing() -> list[tuple[str, str, list[tuple[str, str]]]]:
-    """``[(recipe, one-line description, [(config, first comment line), ...]), ...]``."""
+    """``[(recipe, first sentence of its docstring, [(config, first sentence of its comment), ...]), ...]``."""
     root = recipes_dir()
     configs: dict[str, list[tuple[str, str]]] = {}
     for path in sorted((root / "configs").glob("*.yaml")):
         text = path.read_text()
-        first = text.splitlines()[0] if text else ""
         recipe = OmegaConf.create(text).get("recipe", "fusion")
-        configs.setdefault(str(recipe), []).append((path.stem, first.lstrip("# ").strip()))
+        configs.setdefault(str(recipe), []).append((path.stem, _comment(text)))
     return [
         (name, _summary((root / f"{name}.py").read_text()), configs.get(name, [])) for name in recipe_names()
     ]
