@@ -172,3 +172,11 @@ def test_recipes_listing_prints_whole_first_sentences(capsys: pytest.CaptureFixt
         assert line.rstrip().endswith("."), line
     full = next(line for line in lines if "avmnist_concat_full" in line)
     assert "fetch them with `dan data download`" in full and full.rstrip().endswith(".")
+
+
+def test_training_starts_with_a_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "quickstart", *TINY, "train.epochs=1", f"output_dir={tmp_path}", "run_name=h"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("fusion recipe | data synthetic: train 120 / val 60 / test 60, manifest ")
+    assert "parameters | device cpu, " in first and "1 process(es) | seed 0 | run folder " in first
+    assert first.endswith(str(tmp_path / "h"))

@@ -193,17 +193,22 @@ def build_avmnist(
     }
     key = stable_hash(key_material)
     cache_file = cache_root(cfg.cache_dir) / "avmnist" / f"{key[:20]}.pt"
+    state = "reused"
     if cfg.use_cache and cache_file.exists():
         payload = load_tensors(cache_file)
         log.info("AV-MNIST loaded from cache %s", cache_file)
     else:
+        state = "built"
         payload = _build_payload(cfg, root, bases, recordings, wanted, None)
         if cfg.use_cache:
             save_tensors(cache_file, payload)
             manifest = payload["manifest"]
             atomic_write_bytes(cache_file.with_suffix(".manifest.json"), json.dumps(manifest, indent=1).encode())
             log.info("AV-MNIST cache written to %s (manifest hash %s)", cache_file, payload["manifest_hash"])
-    return _splits_from_payload(payload, cache_file if cfg.use_cache else None, names)
+    splits = _splits_from_payload(payload, cache_file if cfg.use_cache else None, names)
+    for split in splits.values():
+        split.info["cache"] = state
+    return splits
 
 
 def mnist_spec_base(spec: str) -> str:

@@ -224,8 +224,25 @@ class Engine:
         )
         if hasattr(self.logger, "set_preprocessing") and info.get("preprocessing"):
             self.logger.set_preprocessing(info["preprocessing"])
+        self.logger.message(self.header())
         if self.cfg.resume:
             self._resume(self.cfg.resume)
+
+    def header(self) -> str:
+        """What a run is, said once before training: recipe, data (split sizes, cache, manifest hash), model
+        size, device and threads, world size, seed and run folder."""
+        splits = getattr(self.task, "splits", {}) or {}
+        sizes = " / ".join(f"{k} {len(v)}" for k, v in splits.items())
+        train = splits.get("train")
+        info = getattr(train, "info", {}) or {}
+        cache = f", cache {info['cache_file']} ({info.get('cache', 'reused')})" if info.get("cache_file") else ""
+        digest = str(getattr(self.task, "checkpoint_info", {}).get("manifest_hash", ""))[:12]
+        params = sum(p.numel() for p in self.model.parameters())
+        return (
+            f"{self.cfg.recipe} recipe | data {self.cfg.data.get('name')}: {sizes}{cache}, manifest {digest} | "
+            f"model {params:,} parameters | device {self.device}, {torch.get_num_threads()} threads, "
+            f"{self.info.world_size} process(es){', AMP' if self.amp else ''} | seed {self.cfg.seed} | run folder {self.run_dir}"
+        )
 
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
