@@ -147,6 +147,12 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> LoadedModel
         raise CheckpointError(
             f"{path}: the checkpoint holds no model config; it was not written by a dan recipe"
         )
+    meta = state.get("metric_model")
+    if isinstance(meta, dict):
+        raise CheckpointError(
+            f"{path} is a {meta.get('kind')} checkpoint of the {config.get('recipe')} recipe, not a classifier; "
+            f"compare two inputs with it: dan verify {path} A B"
+        )
     model = build_model(config["model"])
     load_model_state(model, state["model"], source=str(path))
     model.to(map_location)

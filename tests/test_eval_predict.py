@@ -177,3 +177,36 @@ def test_eval_on_a_root_with_only_test_files_uses_the_checkpoints_statistics(
     assert main(args) == 0
     report = json.loads((out / "eval_test.json").read_text())
     assert report["num_samples"] == 200 and report["acc"] == pytest.approx(summary["test/acc"], abs=1e-6)
+
+
+def test_predict_says_what_is_wrong_and_what_to_do(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import soundfile as sf
+
+    best = str(run_dir / "best.pt")
+    assert main(["predict", best, "--image", str(tmp_path / "nope.png")]) == 2
+    assert "nope.png: no such file; check the path" in capsys.readouterr().err
+    png = tmp_path / "digit.png"
+    Image.fromarray((glyphs()[2].numpy() * 255).astype(np.uint8)).save(png)
+    assert main(["predict", str(png), "--image", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "digit.png is not a dan checkpoint (it is a PNG image); pass the best.pt or last.pt" in err
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, np.sin(np.arange(8000) / 5.0) * 0.3, 8000)
+    assert main(["predict", best, "--image", str(wav)]) == 2
+    assert f"{wav} looks like a recording, but image reads images; pass it as --input audio={wav}" in capsys.readouterr().err
+    # the suggested command works when pasted
+    assert main(["predict", best, "--input", f"audio={wav}"]) == 0
+
+
+def test_classifier_commands_name_a_siamese_checkpoint(tmp_path: Path) -> None:
+    from dan.engine.checkpoint import save_checkpoint
+
+    ck = save_checkpoint(
+        tmp_path / "siamese.pt",
+        {"config": {"recipe": "siamese", "model": {"embed_dim": 8}}, "model": {}, "metric_model": {"kind": "siamese"}},
+    )
+    with pytest.raises(CheckpointError, match=r"siamese.pt is a siamese checkpoint of the siamese recipe, not a classifier; "
+                       r"compare two inputs with it: dan verify .*siamese.pt A B"):
+        dan.load(ck)

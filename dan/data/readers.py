@@ -209,7 +209,7 @@ def resolve_path(value: Value, base: Path | None) -> Path:
     if base is not None and not path.is_absolute():
         path = base / path
     if not path.exists():
-        raise DataNotFoundError(f"{path}: no such file; fix the manifest cell or the data root")
+        raise DataNotFoundError(f"{path}: no such file; check the path")
     if not path.is_file():
         raise DataFormatError(f"{path} is not a regular file; a manifest cell must name a file")
     return path

@@ -29,6 +29,8 @@ from torch import nn
 from dan.errors import CheckpointError
 
 FORMAT = "dan-checkpoint/1"
+_MAGIC = {b"\x89PNG": "it is a PNG image", b"\xff\xd8": "it is a JPEG image", b"RIFF": "it is a WAV recording",
+          b"\x93NUM": "it is a .npy array"}
 LAST, BEST = "last.pt", "best.pt"
 
 
@@ -116,6 +118,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; pass the path of a .pt file a run wrote")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or a bare pickle (refused below)
+        kind = next((k for m, k in _MAGIC.items() if magic.startswith(m)), "not a zip archive")
+        raise CheckpointError(
+            f"{path} is not a dan checkpoint ({kind}); pass the best.pt or last.pt a dan train run wrote"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from dan.errors import ConfigError
 
@@ -37,12 +38,28 @@ def parse_inputs(args: argparse.Namespace) -> dict[str, str]:
     return inputs
 
 
+def check_kinds(inputs: dict[str, str], kinds: dict[str, str]) -> None:
+    """A file given for a modality whose reader reads another kind of file is named, with the flag that fits."""
+    from dan.data.folder import AUDIO_SUFFIXES
+    from dan.data.images import IMAGE_SUFFIXES
+
+    looks = {**dict.fromkeys(IMAGE_SUFFIXES, "image"), **dict.fromkeys(AUDIO_SUFFIXES, "audio")}
+    for m, path in inputs.items():
+        kind = looks.get(Path(path).suffix.lower())
+        if m in kinds and kind in ("image", "audio") and kinds[m] in ("image", "audio") and kind != kinds[m]:
+            fit = [n for n, k in kinds.items() if k == kind]
+            hint = f"pass it as --input {fit[0]}={path}" if fit else f"this model takes no {kind} input"
+            raise ConfigError(f"{path} looks like {'an image' if kind == 'image' else 'a recording'}, but {m} reads "
+                              f"{'images' if kinds[m] == 'image' else 'recordings'}; {hint}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Load, predict, print."""
     from dan.api import load
 
     inputs = parse_inputs(args)
     model = load(args.checkpoint)
+    check_kinds(inputs, {m: model.preprocessing.reader(m).kind for m in model.modalities})
     result = model.predict(inputs)
     if args.json:
         print(json.dumps(result))
