@@ -180,3 +180,12 @@ def test_training_starts_with_a_header(tmp_path: Path, capsys: pytest.CaptureFix
     assert first.startswith("fusion recipe | data synthetic: train 120 / val 60 / test 60, manifest ")
     assert "parameters | device cpu, " in first and "1 process(es) | seed 0 | run folder " in first
     assert first.endswith(str(tmp_path / "h"))
+
+
+def test_no_progress_bar_updates_when_output_is_not_a_terminal(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "dan.cli", "train", "quickstart", *TINY, "quiet=false", "train.epochs=1",
+           f"output_dir={tmp_path}", "run_name=log"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\r" not in proc.stdout + proc.stderr  # no bar redraws in a log file
+    assert "step 2 train/loss=" in proc.stdout  # the plain step lines carry the progress instead

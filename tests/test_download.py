@@ -97,7 +97,7 @@ def test_server_down_fails_fast_with_fix(tmp_path: Path) -> None:
     with pytest.raises(DownloadError) as err:
         download_file([url], tmp_path / IMAGES, md5=IMAGES_MD5, progress=False, timeout=5)
     msg = str(err.value)
-    assert IMAGES in msg and url in msg and "DAN_DATA" in msg and "data=synthetic" in msg
+    assert IMAGES in msg and url in msg and "DAN_DATA" in msg and "`dan train quickstart`" in msg
     assert not (tmp_path / IMAGES).exists()
 
 
@@ -144,7 +144,7 @@ def test_cli_download_with_network_down_is_one_clear_error(
     assert main(["data", "download", "mnist", "--root", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dan data: error: could not download train-images-idx3-ubyte.gz")
-    assert "Traceback" not in err and "data=synthetic" in err
+    assert "Traceback" not in err and "`dan train quickstart`" in err
     assert not (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").exists()
 
 

@@ -115,7 +115,7 @@ def test_missing_or_empty_folder(tmp_path: Path, make: str) -> None:
         fsdd.index_recordings(tmp_path)
     msg = str(err.value)
     assert str(tmp_path / "fsdd" / "recordings") in msg
-    assert "DAN_DATA" in msg and "dan data download fsdd" in msg and "data=synthetic" in msg
+    assert "DAN_DATA" in msg and "dan data download fsdd" in msg and "`dan train quickstart`" in msg
 
 
 def test_read_real_wav(recordings: list[fsdd.Recording]) -> None:

@@ -85,7 +85,7 @@ def test_missing_files_say_what_where_and_fix(tmp_path: Path) -> None:
         mnist.load_mnist(tmp_path, "train")
     msg = str(err.value)
     assert "train-images-idx3-ubyte.gz" in msg and str(tmp_path / "mnist") in msg
-    assert "DAN_DATA" in msg and "dan data download mnist" in msg and "data=synthetic" in msg
+    assert "DAN_DATA" in msg and "dan data download mnist" in msg and "`dan train quickstart`" in msg
 
 
 def test_unknown_split_is_config_error(tmp_path: Path) -> None:

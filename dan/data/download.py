@@ -25,7 +25,7 @@ CHUNK_BYTES = 1 << 16
 RESUMES_PER_URL = 2
 OFFLINE_FIX = (
     "check the network connection (and any proxy), or copy the files into the data root by hand "
-    "(set DAN_DATA or data.root=PATH to the folder holding them), or use the synthetic dataset (data=synthetic)"
+    "(set DAN_DATA or data.root=PATH to the folder holding them), or train on the synthetic set, which needs no files: `dan train quickstart`"
 )
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 

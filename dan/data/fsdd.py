@@ -38,7 +38,7 @@ FSDD_SHA256: str | None = "c680098f5d2355ba7cc4bd8b0ca9e0a24c00ebe3b4c552208889a
 NAME_PATTERN = re.compile(r"^(?P<digit>\d)_(?P<speaker>.+)_(?P<index>\d+)\.wav$", re.IGNORECASE)
 NOT_FOUND_FIX = (
     "set DAN_DATA (or data.root=PATH) to a folder holding fsdd/recordings/, run `dan data download fsdd`, "
-    "or use the synthetic dataset (data=synthetic)"
+    "or train on the synthetic set, which needs no files: `dan train quickstart`"
 )
 
 

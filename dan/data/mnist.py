@@ -37,7 +37,7 @@ OFFICIAL_FILES: dict[str, dict[str, tuple[str, str]]] = {
 IDX_UBYTE = 0x08
 NOT_FOUND_FIX = (
     "set DAN_DATA (or data.root=PATH) to a folder holding mnist/, run `dan data download mnist`, "
-    "or use the synthetic dataset (data=synthetic)"
+    "or train on the synthetic set, which needs no files: `dan train quickstart`"
 )
 
 

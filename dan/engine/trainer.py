@@ -7,6 +7,7 @@ import contextlib
 import math
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -275,8 +276,10 @@ class LossMeter:
 def progress(
     iterable: Iterable[Any], *, total: int, desc: str, quiet: bool, initial: int = 0
 ) -> Iterator[Any]:
-    """A tqdm bar (rate, ETA, postfix) over ``iterable``; plain iteration when ``quiet``."""
-    if quiet:
+    """A tqdm bar (rate, ETA, postfix) over ``iterable`` on a terminal; plain iteration when ``quiet`` or when
+    stderr is not a terminal (a log file or CI gets the logger's plain step lines instead of hundreds of
+    carriage-return updates)."""
+    if quiet or not sys.stderr.isatty():
         return iter(iterable)
     return iter(
         tqdm(iterable, total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
