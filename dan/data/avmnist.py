@@ -70,9 +70,7 @@ class AVMnistConfig:
     use_cache: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.audio, Mapping):
-            _reject_unknown(self.audio, FeatureConfig, "data.audio")
-            object.__setattr__(self, "audio", FeatureConfig(**self.audio))
+        object.__setattr__(self, "audio", FeatureConfig.from_config(self.audio))
         if isinstance(self.hard, Mapping):
             _reject_unknown(self.hard, HardConfig, "data.hard")
             object.__setattr__(self, "hard", HardConfig(**self.hard))
@@ -112,7 +110,7 @@ class AVMnistConfig:
 
     def input_shapes(self) -> dict[str, list[int]]:
         """``{m: item shape}`` of the built splits, known without reading data."""
-        return {"image": [1, 28, 28], "audio": [1, self.audio.num_bins, self.audio.num_frames]}
+        return {"image": [1, 28, 28], "audio": self.audio.shape}
 
     def build(
         self, preprocessing: Mapping[str, Any] | None = None, only: Sequence[str] | None = None
@@ -152,13 +150,6 @@ def pca_project(images: Tensor, pca: Mapping[str, Any]) -> Tensor:
     mean, basis = torch.tensor(pca["mean"]), torch.tensor(pca["basis"])
     flat = images.reshape(len(images), -1)
     return ((flat - mean) @ basis.T @ basis + mean).reshape(images.shape)
-
-
-def pca_reconstruct(train: Tensor, images: Tensor, variance: float) -> tuple[Tensor, int]:
-    """Project ``images [M, D]`` on the leading principal components of ``train [N, D]`` that explain
-    ``variance``; returns ``[M, D]`` reconstructions and the number of components kept."""
-    pca = fit_pca(train, variance)
-    return pca_project(images, pca), len(pca["basis"])
 
 
 def build_avmnist(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torchaudio
@@ -43,6 +44,24 @@ class FeatureConfig:
             raise ConfigError(f"data.audio.duration_s must be > 0 seconds, got {self.duration_s!r}")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ConfigError(f"data.audio.n_mfcc={self.n_mfcc} must not exceed data.audio.n_mels={self.n_mels}")
+
+    @classmethod
+    def from_config(cls, value: FeatureConfig | Mapping[str, Any] | None, key: str = "data.audio") -> FeatureConfig:
+        """A config section (a mapping, None for the defaults, or a FeatureConfig) -> FeatureConfig; an unknown
+        key is a ConfigError naming ``key.<k>`` and the valid keys."""
+        if isinstance(value, FeatureConfig):
+            return value
+        value = dict(value or {})
+        valid = sorted(f.name for f in fields(cls))
+        unknown = sorted(set(value) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown key {key}.{unknown[0]}; valid keys: {', '.join(valid)}")
+        return cls(**value)
+
+    @property
+    def shape(self) -> list[int]:
+        """The feature shape of one recording: ``[1, num_bins, num_frames]``."""
+        return [1, self.num_bins, self.num_frames]
 
     @property
     def num_samples(self) -> int:
@@ -139,7 +158,3 @@ class Standardizer:
     def __call__(self, feats: Tensor) -> Tensor:
         """``[N, 1, F, T]`` -> standardised ``[N, 1, F, T]``."""
         return (feats - self.mean[:, None]) / self.std[:, None]
-
-    def to_dict(self) -> dict[str, list[float]]:
-        """JSON-able statistics."""
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}

@@ -146,8 +146,6 @@ class FolderDataset:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from dan.data.readers import AudioReader
-
         if self.root in (None, "", "???"):
             raise ConfigError("data.root is required for data.name=folder: a folder of class_name/ sub-folders")
         if self.modality not in ("image", "audio"):
@@ -158,13 +156,13 @@ class FolderDataset:
                 "data.val_fraction and data.test_fraction must lie in (0, 1) and sum below 1, got "
                 f"{self.val_fraction}, {self.test_fraction}"
             )
-        self.features: FeatureConfig = AudioReader(features=self.audio).features
+        self.features = FeatureConfig.from_config(self.audio)
 
     def input_shapes(self) -> dict[str, list[int]]:
         """``{m: item shape}`` of the built splits, known without reading data."""
         if self.modality == "image":
             return {"image": [1, self.image_size, self.image_size]}
-        return {"audio": [1, self.features.num_bins, self.features.num_frames]}
+        return {"audio": self.features.shape}
 
     def build(self, preprocessing: Mapping[str, Any] | None = None, only: Sequence[str] | None = None) -> dict[str, Split]:
         fs = load_folder_tree(Path(str(self.root)), self.modality, self.on_bad_file, self.image_size, self.features)

@@ -29,15 +29,13 @@ class FsddDataset:
     on_bad_file: str = "raise"
 
     def __post_init__(self) -> None:
-        from dan.data.readers import AudioReader
-
-        self.features: FeatureConfig = AudioReader(features=self.audio).features
+        self.features = FeatureConfig.from_config(self.audio)
         if set(self.val_speakers or []) & set(self.test_speakers or []):
             raise ConfigError("data.val_speakers and data.test_speakers overlap; a speaker belongs to one split")
 
     def input_shapes(self) -> dict[str, list[int]]:
         """``{m: item shape}`` of the built splits, known without reading data."""
-        return {"audio": [1, self.features.num_bins, self.features.num_frames]}
+        return {"audio": self.features.shape}
 
     def build(self, preprocessing: Mapping[str, Any] | None = None, only: Sequence[str] | None = None) -> dict[str, Split]:
         from dan.data import fsdd

@@ -202,6 +202,16 @@ def _legacy_stats(kind: str, spec: Mapping[str, Any]) -> Mapping[str, Any]:
     return spec
 
 
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+    """``"image"`` or ``"audio"`` by the file's suffix (the suffixes the image and audio readers take); None
+    for any other file."""
+    from dan.data.folder import AUDIO_SUFFIXES
+    from dan.data.images import IMAGE_SUFFIXES
+
+    suffix = Path(path).suffix.lower()
+    return "image" if suffix in IMAGE_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES else None
+
+
 def resolve_path(value: Value, base: Path | None) -> Path:
     """A cell naming a file -> its path (relative paths against ``base``). Anything but an existing regular
     file is a DataNotFoundError / DataFormatError naming it."""
@@ -286,20 +296,13 @@ class AudioReader(Reader):
     def __post_init__(self) -> None:
         from dan.data.features import FeatureConfig
 
-        if self.features is None:
-            self.features = FeatureConfig()
-        elif isinstance(self.features, Mapping):
-            bad = sorted(set(self.features) - {f.name for f in fields(FeatureConfig)})
-            if bad:
-                valid = ", ".join(f.name for f in fields(FeatureConfig))
-                raise ConfigError(f"unknown audio feature key {bad[0]!r}; valid keys: {valid}")
-            self.features = FeatureConfig(**self.features)
+        self.features = FeatureConfig.from_config(self.features, "features")
 
     def config(self) -> dict[str, Any]:
         return {"features": asdict(self.features)}
 
     def item_shape(self) -> tuple[int, ...]:
-        return (1, self.features.num_bins, self.features.num_frames)
+        return tuple(self.features.shape)
 
     def read(self, value: Value, base: Path | None = None) -> Tensor:
         from dan.data.fsdd import read_wav

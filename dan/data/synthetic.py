@@ -53,16 +53,11 @@ class SyntheticConfig:
         for key in ("n_train", "n_val", "n_test"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
-        if isinstance(self.audio, Mapping):
-            valid = {f.name for f in fields(FeatureConfig)}
-            bad = sorted(set(self.audio) - valid)
-            if bad:
-                raise ConfigError(f"unknown key data.audio.{bad[0]}; valid keys: {', '.join(sorted(valid))}")
-            object.__setattr__(self, "audio", FeatureConfig(**self.audio))
+        object.__setattr__(self, "audio", FeatureConfig.from_config(self.audio))
 
     def input_shapes(self) -> dict[str, list[int]]:
         """``{m: item shape}`` of the built splits, known without reading data."""
-        return {"image": [1, 28, 28], "audio": [1, self.audio.num_bins, self.audio.num_frames]}
+        return {"image": [1, 28, 28], "audio": self.audio.shape}
 
     def build(
         self, preprocessing: Mapping[str, Any] | None = None, only: Sequence[str] | None = None

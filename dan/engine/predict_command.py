@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from dan.errors import ConfigError
 
@@ -40,13 +39,11 @@ def parse_inputs(args: argparse.Namespace) -> dict[str, str]:
 
 def check_kinds(inputs: dict[str, str], kinds: dict[str, str]) -> None:
     """A file given for a modality whose reader reads another kind of file is named, with the flag that fits."""
-    from dan.data.folder import AUDIO_SUFFIXES
-    from dan.data.images import IMAGE_SUFFIXES
+    from dan.data.readers import file_kind
 
-    looks = {**dict.fromkeys(IMAGE_SUFFIXES, "image"), **dict.fromkeys(AUDIO_SUFFIXES, "audio")}
     for m, path in inputs.items():
-        kind = looks.get(Path(path).suffix.lower())
-        if m in kinds and kind in ("image", "audio") and kinds[m] in ("image", "audio") and kind != kinds[m]:
+        kind = file_kind(path)
+        if m in kinds and kind is not None and kinds[m] in ("image", "audio") and kind != kinds[m]:
             fit = [n for n, k in kinds.items() if k == kind]
             hint = f"pass it as --input {fit[0]}={path}" if fit else f"this model takes no {kind} input"
             raise ConfigError(f"{path} looks like {'an image' if kind == 'image' else 'a recording'}, but {m} reads "

@@ -18,6 +18,7 @@ from torch import nn
 
 from dan.data.folder import AUDIO_SUFFIXES
 from dan.data.images import IMAGE_SUFFIXES
+from dan.data.readers import file_kind
 from dan.engine.checkpoint import load_checkpoint, load_model_state
 from dan.errors import CheckpointError, DataFormatError
 
@@ -71,13 +72,11 @@ def load_metric_checkpoint(path: str | Path) -> MetricCheckpoint:
 
 def modality_of(path: Path) -> str:
     """``image`` or ``audio`` from the file suffix; DataFormatError naming the file otherwise."""
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return "image"
-    if suffix in AUDIO_SUFFIXES:
-        return "audio"
+    kind = file_kind(path)
+    if kind is not None:
+        return kind
     raise DataFormatError(
-        f"{path}: unknown input type {suffix or '(no suffix)'}; give an image ({', '.join(IMAGE_SUFFIXES)}) "
+        f"{path}: unknown input type {path.suffix.lower() or '(no suffix)'}; give an image ({', '.join(IMAGE_SUFFIXES)}) "
         f"or a recording ({', '.join(AUDIO_SUFFIXES)})"
     )
 
