@@ -127,6 +127,7 @@ class RunConfig:
     logger: str = "console"
     quiet: bool = False
     resume: str | None = None
+    overwrite: bool = False  # replace an earlier run's files in output_dir/run_name instead of writing run_name-2
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=lambda: {"name": "avmnist"})
     balancer: dict[str, Any] = field(default_factory=lambda: {"name": "static"})
@@ -193,6 +194,7 @@ def merge(base: Mapping[str, Any] | DictConfig, overrides: Sequence[str] = ()) -
         if "=" not in item or not item.split("=", 1)[0]:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=5)")
     schema = OmegaConf.structured(RunConfig)
+    base = _switch_dataset(base, overrides)
     try:
         cfg = OmegaConf.merge(schema, base, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
@@ -201,6 +203,18 @@ def merge(base: Mapping[str, Any] | DictConfig, overrides: Sequence[str] = ()) -
         raise ConfigError(_one_line(exc)) from None
     assert isinstance(cfg, DictConfig)
     return cfg
+
+
+def _switch_dataset(base: Mapping[str, Any] | DictConfig, overrides: Sequence[str]) -> Mapping[str, Any] | DictConfig:
+    """``data.name=OTHER`` switches dataset: the base config's ``data.*`` keys belong to its own dataset, so
+    they are dropped (the other ``data.*`` overrides still apply)."""
+    names = [item.split("=", 1)[1] for item in overrides if item.split("=", 1)[0] == "data.name"]
+    data = base.get("data") if isinstance(base, Mapping | DictConfig) else None
+    if not names or not isinstance(data, Mapping | DictConfig) or str(data.get("name", "avmnist")) == names[-1]:
+        return base
+    plain = OmegaConf.to_container(base) if isinstance(base, DictConfig) else dict(base)
+    assert isinstance(plain, dict)
+    return {**plain, "data": {}}
 
 
 def load_config(
@@ -254,6 +268,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"train.heldout_fraction must lie in (0, 1), got {cfg.train.heldout_fraction}")
     if not 0.0 < cfg.scheduler.pct_start < 1.0:
         raise ConfigError(f"scheduler.pct_start must lie in (0, 1), got {cfg.scheduler.pct_start}")
+    from dan.engine.run_folder import check_run_name
+
+    check_run_name(str(cfg.run_name))
     _check_recipe(cfg.recipe)
     check_data(cfg)
     from dan.data.augment import build_augment

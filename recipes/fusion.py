@@ -21,9 +21,10 @@ from dan.data import build_data
 from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs
 from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
-from dan.engine.evaluate import evaluate, head_losses_mean, misclassified
+from dan.engine.evaluate import evaluate, head_losses_mean, misclassified, robustness
 from dan.engine.trainer import head_losses, split_heldout
 from dan.errors import ConfigError
+from dan.logging.plots import plot_classification_report
 from dan.losses import EpochContext, StepContext, build_balancer
 from dan.models import build_model
 
@@ -97,18 +98,28 @@ class FusionTask(BaseTask):
         return Validation(result.scalars("val"), result, samples)
 
     def test(self, engine: Engine) -> dict[str, Any]:
-        split = self.cfg.eval.split
+        split, cfg = self.cfg.eval.split, self.cfg
         test = evaluate(
             engine.wrapped, engine.loader(self.splits[split]), self.model.num_classes, self.modalities,
             engine.device, amp=engine.amp,
         )
+        robust = robustness(
+            engine.wrapped, lambda: engine.loader(self.splits[split]), self.model.num_classes, self.modalities,
+            engine.device, list(cfg.eval.noise_levels), seed=cfg.seed,
+        )
+        scalars = test.scalars(split)
+        engine.logger.log_test(scalars, engine.step, test.confusion, robust)
+        if engine.info.is_main:
+            plots = plot_classification_report(test, robust, engine.run_dir, split, str(cfg.run_name))
+            engine.logger.log_figures(plots, engine.step)
         source = self.splits["train"].source
         engine.logger.message(
             f"{split} accuracy {test.acc:.4f}{' (SYNTHETIC data)' if source == 'synthetic' else ''} "
             + " ".join(f"{m}={a:.4f}" for m, a in test.modality_acc.items())
             + f"; checkpoint {engine.checkpoints.best_path}"
         )
-        return {**test.scalars(split), "data_source": source}
+        without = {f"{split}/acc_without_{m}": a for m, a in robust["without"].items()}
+        return {**scalars, **without, "data_source": source}
 
 
 def validate_config(cfg: DictConfig) -> None:

@@ -46,6 +46,25 @@ def test_dan_train_writes_checkpoints_and_results(tmp_path: Path, capsys: pytest
     assert "test accuracy" in capsys.readouterr().out
 
 
+def test_results_record_the_best_checkpoint_and_the_run(tmp_path: Path) -> None:
+    assert main(["train", "quickstart", *tiny_run({"train.epochs": 3}), f"output_dir={tmp_path}", "run_name=a"]) == 0
+    res = _results(tmp_path / "a")
+    history, summary = res["history"], res["summary"]
+    assert [(h["epoch"], h["step"]) for h in history] == [(1, 6), (2, 12), (3, 18)]
+    best = max(history, key=lambda h: h["val/acc"])  # max() keeps the first of equal values, as best.pt does
+    assert summary["best_epoch"] == best["epoch"] and summary["val/acc"] == best["val/acc"] == summary["best_val"]
+    assert summary["val/loss"] == best["val/loss"]  # val and test figures both come from best.pt
+    assert load_checkpoint(tmp_path / "a" / "best.pt")["progress"]["epoch"] == best["epoch"]
+    assert {"lr", "balancer/image", "train/loss_fused"} <= set(history[0])
+    assert res["config"]["train"]["epochs"] == 3 and res["config"]["run_name"] == "a" and res["seed"] == 0
+    assert res["manifest_hash"] == load_checkpoint(tmp_path / "a" / "last.pt")["manifest_hash"]
+    assert {"dan", "torch", "torchaudio", "torchvision", "python"} <= set(res["versions"])
+    assert 0 < summary["train_seconds"] <= res["wall_seconds"]
+    for png in ("curves.png", "confusion_test.png", "per_class_error_test.png", "noise_test.png"):
+        assert (tmp_path / "a" / png).read_bytes()[:4] == b"\x89PNG", png
+        assert png in res["files"]
+
+
 def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path) -> None:
     for name, seed in (("x", 0), ("y", 0), ("z", 1)):
         assert (

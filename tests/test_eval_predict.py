@@ -63,7 +63,7 @@ def test_eval_writes_json_and_plots(
     assert set(report["acc_without"]) == {"audio", "image"}
     assert [p["std"] for p in report["noise"]["image"]] == [0.0, 3.0]
     assert report["noise"]["audio"][0]["acc"] == pytest.approx(report["acc"])
-    for name in ("confusion_test.png", "per_class_test.png", "noise_test.png"):
+    for name in ("confusion_test.png", "per_class_error_test.png", "noise_test.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "SYNTHETIC" in capsys.readouterr().out
 

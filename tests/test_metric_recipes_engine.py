@@ -93,13 +93,13 @@ def test_sigkill_then_resume_equals_uninterrupted(configs: dict[str, list[str]],
     for proc in (resumed, full):
         text = proc.communicate(timeout=300)[0]
         assert proc.returncode == 0, text[-3000:]
-    a = json.loads((tmp_path / "resumed" / "results.json").read_text())
+    a = json.loads((tmp_path / "killed" / "results.json").read_text())
     b = json.loads((tmp_path / "full" / "results.json").read_text())
     assert a["history"] == b["history"]
     for key, value in b["summary"].items():
         if key.startswith(("test/", "val/")) or key in ("threshold", "steps", "epochs", "best_val"):
             assert a["summary"][key] == value, key
-    wa, wb = (load_checkpoint(tmp_path / n / "last.pt") for n in ("resumed", "full"))
+    wa, wb = (load_checkpoint(tmp_path / n / "last.pt") for n in ("killed", "full"))
     assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wb["model"])
     assert wa["modules"] and all(
         torch.equal(wa["modules"][m][k], wb["modules"][m][k]) for m in wb["modules"] for k in wb["modules"][m]

@@ -189,37 +189,3 @@ def test_train_split_statistics_only(tmp_path: Path) -> None:
     normed = {k: s.items["image"] for k, s in splits.items()}
     assert abs(float(normed["train"].mean())) < 1e-5 and float(normed["val"].mean()) > 5
     assert splits["val"].preprocessing["modalities"]["image"]["size"] == 8
-
-
-def test_roc_plot_is_logged_to_wandb(tmp_path: Path) -> None:
-    import wandb
-
-    wandb_module = wandb
-
-    from dan.metrics.verification import plot_roc, verify_distances
-
-    same = (torch.arange(200) % 2).float()
-    d = 1.0 - 0.5 * same + 0.2 * torch.randn(200, generator=torch.Generator().manual_seed(0))
-    png = plot_roc(verify_distances(d, same, d, same), tmp_path / "roc.png")
-
-    class Run:  # records what a W&B run is asked to log (the real WandbLogger exposes .run and .wandb)
-        logged: list = []
-
-        def log(self, payload: dict, step: int) -> None:
-            self.logged.append((payload, step))
-
-    class Logger:
-        run, wandb = Run(), wandb_module
-
-    from dan.engine.pair_eval import log_figure
-
-    log_figure(Logger(), "test/roc", png, 7)
-    ((payload, step),) = Logger.run.logged
-    assert step == 7 and isinstance(payload["test/roc"], wandb.Image)
-    log_figure(object(), "test/roc", png, 7)  # console logger: nothing to do
-
-    class Broken(Logger):
-        wandb = None
-
-    with pytest.warns(UserWarning, match="W&B could not log test/roc"):
-        log_figure(Broken(), "test/roc", png, 8)

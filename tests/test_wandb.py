@@ -87,15 +87,43 @@ def test_offline_run_logs_config_steps_validation_and_artifacts(tmp_path: Path) 
         if r.WhichOneof("record_type") == "summary":
             summary.update(_items(r.summary.update))
     assert summary["test/acc"] == pytest.approx(results["test/acc"]) and summary["steps"] == 12
+    assert summary["manifest_hash"] == results["manifest_hash"] and len(str(summary["manifest_hash"])) == 64
 
+    # the end of the run: test scalars, confusion matrix, dan eval's removal and noise curves, the run's PNGs
+    (test,) = [h for h in history if "test/acc" in h]
+    assert test["test/acc"] == pytest.approx(results["test/acc"])
+    for key in ("test/acc_image", "test/acc_audio", "test/acc_without_image", "test/acc_without_audio", "test/loss"):
+        assert test[key] == pytest.approx(results[key]), key
+    for table in ("test/confusion_matrix_table", "test/removal_table", "test/noise_curves_table"):
+        assert test[f"{table}/_type"] == "table-file", table
+    assert test["test/noise_curves_table/nrows"] == 2 * 5  # two modalities x five noise levels
+    figures = {k.split("/")[1] for h in history for k in h if k.startswith("plots/")}
+    assert figures == {"curves", "confusion", "per_class_error", "noise"}
+
+    # the model artifact: uploaded when validation improves, file named as its alias, epochs counted as the metrics count them
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     model = [a for a in artifacts if a.type == "model"]
-    assert (
-        model and [c.path for c in model[0].manifest.contents] == ["last.pt"] and "best" in model[0].aliases
-    )
+    improved = [e for e in results_history(tmp_path / "w") if e["improved"]]
+    assert len(model) == len(improved) >= 1
+    for art, entry in zip(model, improved, strict=True):
+        assert [c.path for c in art.manifest.contents] == ["best.pt"] and "best" in art.aliases
+        meta = json.loads(art.metadata)
+        assert (meta["epoch"], meta["step"]) == (entry["epoch"], entry["step"])
+        assert f"epoch-{entry['epoch']}" in art.aliases
+    assert [v["epoch"] for v in vals] == [e["epoch"] for e in results_history(tmp_path / "w")] == [1, 2]
     table = next(a for a in artifacts if "misclassified" in a.name)
     paths = [c.path for c in table.manifest.contents]
     assert sum(p.endswith(".png") for p in paths) == 3 and sum(p.endswith(".wav") for p in paths) == 3
+
+
+def results_history(run_dir: Path) -> list[dict[str, object]]:
+    """``results.json``'s history, each entry marked ``improved`` where its val/acc beat every earlier one."""
+    history = json.loads((run_dir / "results.json").read_text())["history"]
+    best = -1.0
+    for entry in history:
+        entry["improved"] = entry["val/acc"] > best
+        best = max(best, entry["val/acc"])
+    return history
 
 
 def test_wandb_init_failure_falls_back_to_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,6 +112,13 @@ class AVMnistConfig:
         """``{m: item shape}`` of the built splits, known without reading data."""
         return {"image": [1, 28, 28], "audio": self.audio.shape}
 
+    def verify(self) -> list[Any]:
+        """File checks of both sources: MNIST's md5s and every FSDD recording read (``dan data verify``)."""
+        from dan.data.verify import verify_fsdd_files, verify_mnist_files
+
+        root = data_root(self.root)
+        return [*verify_mnist_files(root), *verify_fsdd_files(root)]
+
     def build(
         self, preprocessing: Mapping[str, Any] | None = None, only: Sequence[str] | None = None
     ) -> dict[str, Split]:

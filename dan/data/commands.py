@@ -21,8 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dl.add_argument("datasets", nargs="*", default=["mnist", "fsdd"], choices=["mnist", "fsdd"])
     dl.add_argument("--root", help="data root (default: $DAN_DATA, then datasets/)")
     dl.add_argument("--quiet", action="store_true", help="no progress bars")
-    ver = sub.add_parser("verify", help="report which files match the official checksums")
-    ver.add_argument("--root")
+    ver = sub.add_parser(
+        "verify",
+        help="check a dataset's files: MNIST md5s, every FSDD recording read, any registered dataset built",
+        description="dan data verify [DATASET] [key=value ...]: without DATASET, the MNIST and FSDD files of the "
+        "data root; with one (mnist, fsdd, avmnist, manifest, folder, or a plugin's), that dataset's own file "
+        "checks and each split built from its data.* keys. Exit 1 when anything fails.",
+    )
+    ver.add_argument("dataset", nargs="?", help="a registered dataset name (data.name)")
+    ver.add_argument("overrides", nargs="*", help="the dataset's data.* keys, e.g. manifest=my.csv")
+    ver.add_argument("--root", help="data root (default: $DAN_DATA, then datasets/)")
     info = sub.add_parser("info", help="counts per split, speakers, digits and cache state")
     info.add_argument("--root")
     info.add_argument("--build", action="store_true", help="build the AV-MNIST cache if it is missing")
@@ -36,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_command == "download":
         return _download(root, args.datasets, progress=not args.quiet)
     if args.data_command == "verify":
-        return _verify(root)
+        return _verify(root, args)
     return _info(root, args)
 
 
@@ -53,14 +61,23 @@ def _download(root: Path, datasets: list[str], progress: bool) -> int:
     return 0
 
 
-def _verify(root: Path) -> int:
-    from dan.data import mnist
+def _verify(root: Path, args: argparse.Namespace) -> int:
+    from dan.data.verify import verify_dataset, verify_fsdd_files, verify_mnist_files
 
-    checks = mnist.verify_mnist(root)
-    print(f"data root: {root}")
+    if args.dataset is None:
+        print(f"data root: {root}")
+        checks = [*verify_mnist_files(root), *verify_fsdd_files(root)]
+    else:
+        keys = [o.removeprefix("data.") for o in args.overrides]
+        cfg = OmegaConf.to_container(OmegaConf.from_dotlist(keys)) if keys else {}
+        assert isinstance(cfg, dict)
+        cfg = {"name": args.dataset, **cfg, **({"root": args.root} if args.root else {})}
+        checks = verify_dataset(cfg)
     for c in checks:
-        print(f"  {c.status:9s} {c.path}")
-    return 0
+        print(f"  {'-- ' if c.absent else 'ok ' if c.ok else 'BAD'} {c.subject}: {c.detail}")
+    bad, absent = sum(not c.ok for c in checks), sum(c.absent for c in checks)
+    print(f"{len(checks) - bad - absent} checks passed, {bad} failed, {absent} files absent")
+    return 1 if bad else 0
 
 
 def _info(root: Path, args: argparse.Namespace) -> int:

@@ -37,6 +37,12 @@ class FsddDataset:
         """``{m: item shape}`` of the built splits, known without reading data."""
         return {"audio": self.features.shape}
 
+    def verify(self) -> list[Any]:
+        """Every recording opened and read (``dan data verify fsdd``)."""
+        from dan.data.verify import verify_fsdd_files
+
+        return verify_fsdd_files(data_root(self.root))
+
     def build(self, preprocessing: Mapping[str, Any] | None = None, only: Sequence[str] | None = None) -> dict[str, Split]:
         from dan.data import fsdd
 

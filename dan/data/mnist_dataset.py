@@ -40,6 +40,12 @@ class MnistDataset:
         """``{m: item shape}`` of the built splits, known without reading data."""
         return {"image": [1, 28, 28]}
 
+    def verify(self) -> list[Any]:
+        """The official files against their md5s (``dan data verify mnist``)."""
+        from dan.data.verify import verify_mnist_files
+
+        return verify_mnist_files(data_root(self.root))
+
     def build(self, preprocessing: Mapping[str, Any] | None = None, only: Sequence[str] | None = None) -> dict[str, Split]:
         from dan.data.mnist import load_mnist
 

@@ -111,3 +111,12 @@ def average_gradients(params: list[nn.Parameter], info: DistInfo) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad /= info.world_size
+
+
+def broadcast_object(obj: object, info: DistInfo) -> object:
+    """Rank 0's picklable ``obj`` on every rank (``obj`` itself when not distributed)."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,8 +26,11 @@ from dan.data import Split, TensorBatchLoader
 from dan.engine import checkpoint as ckpt
 from dan.engine import distributed as dist
 from dan.engine import trainer as T
-from dan.errors import ConfigError
+from dan.engine.resume_check import check_resumable
+from dan.engine.run_folder import RunFolder, claim_run_folder
+from dan.errors import CheckpointError, ConfigError
 from dan.logging import Logger, NullLogger, build_logger
+from dan.logging.plots import plot_learning_curves
 
 Batch = Mapping[str, Tensor]
 
@@ -149,12 +153,14 @@ class Engine:
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         T.seed_everything(cfg.seed)
-        self.run_dir = Path(cfg.output_dir) / cfg.run_name
+        self.created = time.perf_counter()
         self.amp = bool(tc.amp) and self.device.type == "cuda"
         if tc.batch_size % self.info.world_size:
             raise ConfigError(
                 f"train.batch_size={tc.batch_size} must divide by the {self.info.world_size} processes"
             )
+        self.run_folder = self._claim_run_folder()
+        self.run_dir = self.run_folder.path
         self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         self.meter = T.LossMeter()
@@ -164,6 +170,25 @@ class Engine:
         self.checkpoints = ckpt.CheckpointManager(self.run_dir, mode=es.mode)
         self.logger: Logger = NullLogger()
         self.bar: Any = None
+
+    def _claim_run_folder(self) -> RunFolder:
+        """Rank 0 claims the run's folder (before any data is read) and tells the other ranks where it is."""
+        claimed: RunFolder | None = None
+        answer: str | tuple[str, str]
+        if self.info.is_main:
+            try:
+                claimed = claim_run_folder(
+                    self.cfg.output_dir, self.cfg.run_name, resume=self.cfg.resume, overwrite=self.cfg.overwrite
+                )
+                answer = (str(claimed.path), claimed.note)
+            except ConfigError as exc:
+                answer = str(exc)
+        else:
+            answer = ""
+        answer = dist.broadcast_object(answer, self.info)  # type: ignore[assignment]
+        if isinstance(answer, str):
+            raise ConfigError(answer)
+        return claimed or RunFolder(Path(answer[0]), answer[1])
 
     # ---------------------------------------------------------------- set-up
     @property
@@ -192,6 +217,7 @@ class Engine:
         :meth:`optimise` or :meth:`train_epoch` themselves (benchmarks); :meth:`run` does this first."""
         self._setup(task)
         self.throughput = T.Throughput()
+        self.started, self.start_step = time.perf_counter(), self.step
         return self
 
     def _setup(self, task: Task) -> None:
@@ -225,6 +251,8 @@ class Engine:
         if hasattr(self.logger, "set_preprocessing") and info.get("preprocessing"):
             self.logger.set_preprocessing(info["preprocessing"])
         self.logger.message(self.header())
+        if self.run_folder.note:
+            self.logger.message(self.run_folder.note)
         if self.cfg.resume:
             self._resume(self.cfg.resume)
 
@@ -243,6 +271,12 @@ class Engine:
             f"model {params:,} parameters | device {self.device}, {torch.get_num_threads()} threads, "
             f"{self.info.world_size} process(es){', AMP' if self.amp else ''} | seed {self.cfg.seed} | run folder {self.run_dir}"
         )
+
+    @property
+    def epoch_number(self) -> int:
+        """The 1-based number of the epoch in progress, or of the one just finished (0 before the first
+        step): what step scalars, validation rows, history entries and checkpoint metadata all call "epoch"."""
+        return self.epoch + (1 if self.batch_in_epoch > 0 else 0)
 
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
@@ -272,26 +306,47 @@ class Engine:
         if not self.info.is_main:
             return
         best = self.checkpoints.save(self.state(), metric)
-        aliases = ["latest", "best"] if best else ["latest"]
-        self.logger.log_checkpoint(self.checkpoints.last_path, aliases, {"step": self.step, "epoch": self.epoch})
+        meta = {"step": self.step, "epoch": self.epoch_number}
+        self.logger.log_checkpoint(self.checkpoints.last_path, ["latest"], meta)
+        if best:
+            self.logger.log_checkpoint(self.checkpoints.best_path, ["best"], {**meta, "metric": metric})
 
     def _resume(self, path: str) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
+        if not isinstance(state.get("progress"), dict) or "optimizer" not in state:
+            raise CheckpointError(
+                f"resume={path}: the checkpoint holds no training progress (optimizer state and position); "
+                "it can be evaluated (dan eval) but not resumed: start a new run without resume="
+            )
         expected = getattr(self.task, "checkpoint_info", {}).get("manifest_hash")
         if state.get("manifest_hash") != expected:
             raise ConfigError(
                 f"resume={path}: the checkpoint was trained on other data (manifest hash differs); "
                 "resume with the checkpoint's own data config"
             )
+        changes = check_resumable(path, state.get("config") or {}, to_dict(self.cfg))
         ckpt.load_model_state(self.model, state["model"], source=str(path))
         for k, m in self.modules.items():
             m.load_state_dict(state.get("modules", {}).get(k, {}))
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler and state["scheduler"]:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
         p = state["progress"]
         self.epoch, self.step, self.batch_in_epoch = p["epoch"], p["step"], p["batch"]
+        if "train.epochs" in changes:
+            before, now = changes["train.epochs"]
+            if self.epoch > now or (self.epoch == now and self.batch_in_epoch):
+                raise CheckpointError(
+                    f"resume={path}: the checkpoint is already past epoch {now} (it stopped in epoch "
+                    f"{self.epoch + 1}); set train.epochs to at least {self.epoch + 1}"
+                )
+            if self.scheduler:
+                T.advance_scheduler(self.scheduler, self.step)
+            self.logger.message(
+                f"train.epochs changed from {before} to {now}: the learning-rate schedule is rebuilt for {now} "
+                f"epochs and continued from step {self.step}"
+            )
+        elif self.scheduler and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
         self.meter.load_state_dict(p["meter"])
         self.stopper.load_state_dict(p["stopper"])
         self.history = list(p["history"])
@@ -341,10 +396,8 @@ class Engine:
     def _log_step(self, out: StepOutput) -> None:
         scalars = {"train/loss": out.loss.item()}
         scalars.update({f"train/loss_{k}": float(v.detach()) for k, v in out.parts.items()})
-        extra = getattr(self.task, "step_scalars", None)
-        if callable(extra):
-            scalars.update(extra())
-        scalars.update({"lr": T.current_lr(self.optimizer), "samples_per_s": self.throughput.rate(), "epoch": self.epoch})
+        scalars.update(self._state_scalars())
+        scalars.update({"samples_per_s": self.throughput.rate(), "epoch": self.epoch_number, "eta_s": self.eta_seconds()})
         self.logger.log_scalars(scalars, self.step)
         if hasattr(self.bar, "set_postfix"):
             self.bar.set_postfix(loss=f"{scalars['train/loss']:.3f}", sps=f"{scalars['samples_per_s']:.0f}")
@@ -383,6 +436,7 @@ class Engine:
             self.wrapped = None
             gc.collect()
             dist.teardown()
+            self.run_folder.release()
 
     def _loop(self) -> None:
         tc = self.cfg.train
@@ -399,8 +453,11 @@ class Engine:
                     f"train.early_stopping.metric={metric_key!r} is not measured by this recipe; it measures "
                     f"{', '.join(sorted(scalars))}"
                 )
-            self.logger.log_validation({**scalars, "epoch": self.epoch}, val.result, self.step, val.samples)
-            self.history.append({**scalars, **{f"train/loss_{k}": v for k, v in train_losses.items()}})
+            entry = {"epoch": self.epoch_number, "step": self.step, **scalars}
+            entry.update({f"train/loss_{k}": v for k, v in train_losses.items()})
+            entry.update(self._state_scalars())
+            self.logger.log_validation({**scalars, "epoch": self.epoch_number}, val.result, self.step, val.samples)
+            self.history.append(entry)
             metric = scalars[metric_key]
             stop = dist.broadcast_flag(self.stopper.step(metric), self.info)
             self.epoch, self.batch_in_epoch, self.meter = self.epoch + 1, 0, T.LossMeter()
@@ -412,6 +469,19 @@ class Engine:
                 self.logger.message(
                     f"early stopping: {metric_key} did not improve for {tc.early_stopping.patience} epochs"
                 )
+
+    def _state_scalars(self) -> dict[str, float]:
+        """The learning rate and the task's own scalars (balancer weights) now."""
+        extra = getattr(self.task, "step_scalars", None)
+        return {"lr": T.current_lr(self.optimizer), **(extra() if callable(extra) else {})}
+
+    def eta_seconds(self) -> float:
+        """Seconds left for the whole run's training steps at the mean pace of this session so far."""
+        done = self.step - self.start_step
+        if done <= 0:
+            return math.nan
+        pace = (time.perf_counter() - self.started) / done
+        return pace * max(self.total_steps - self.step, 0)
 
     def interrupted(self, save: bool) -> T.TrainingInterrupted:
         """After SIGTERM/Ctrl-C: write the checkpoint (unless just written), close the logger, say how to resume."""
@@ -426,21 +496,68 @@ class Engine:
         self.logger.finish({"interrupted": self.signals.name, "steps": self.step, "checkpoint": str(last)})
         return T.TrainingInterrupted(text, self.signals.signum or 15)
 
+    def best_entry(self) -> dict[str, Any]:
+        """The history entry of the epoch whose checkpoint is ``best.pt`` (the first to reach the best
+        value of ``train.early_stopping.metric``); empty before any validation."""
+        key, mode = self.cfg.train.early_stopping.metric, self.cfg.train.early_stopping.mode
+        best: dict[str, Any] = {}
+        for entry in self.history:
+            v = entry.get(key)
+            if v is None:
+                continue
+            if not best or (v > best[key] if mode == "max" else v < best[key]):
+                best = entry
+        return best
+
     def finish(self, seconds: float) -> dict[str, Any]:
-        """Test the best checkpoint, write ``results.json`` and close the logger; returns the summary."""
+        """Test the best checkpoint, write ``results.json`` and the learning curves, close the logger; returns
+        the summary, whose validation and test figures both come from the best checkpoint."""
         self.load_best()
         test = self.task.test(self)
+        best = self.best_entry()
         summary = {
-            **(self.history[-1] if self.history else {}),
+            **{k: v for k, v in best.items() if k not in ("epoch", "step")},
             **test,
             "best_val": self.checkpoints.best,
+            "best_epoch": best.get("epoch"),
             "epochs": self.epoch,
             "steps": self.step,
             "world_size": self.info.world_size,
             "train_seconds": round(seconds, 2),
             "checkpoint": str(self.checkpoints.best_path),
+            "manifest_hash": dict(getattr(self.task, "checkpoint_info", {}) or {}).get("manifest_hash"),
         }
         if self.info.is_main:
-            (self.run_dir / "results.json").write_text(json.dumps({"summary": summary, "history": self.history}, indent=1))
+            curves = plot_learning_curves(
+                self.history, self.run_dir / "curves.png", title=f"{self.cfg.run_name}: learning curves"
+            )
+            self.logger.log_figures({"curves": curves}, self.step)
+            record = {
+                "summary": summary,
+                "history": self.history,
+                "config": to_dict(self.cfg),
+                "seed": self.cfg.seed,
+                "manifest_hash": summary["manifest_hash"],
+                "versions": versions(),
+                "train_seconds": summary["train_seconds"],
+                "wall_seconds": round(time.perf_counter() - self.created, 2),
+                "run_dir": str(self.run_dir),
+                "files": sorted(p.name for p in self.run_dir.iterdir() if p.suffix in (".png", ".pt")),
+            }
+            (self.run_dir / "results.json").write_text(json.dumps(record, indent=1))
         self.logger.finish(summary)
         return summary
+
+
+def versions() -> dict[str, str]:
+    """Versions of dan, Python, torch, torchaudio and torchvision, for a run's record."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("dan", "torch", "torchaudio", "torchvision"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out

@@ -16,7 +16,7 @@ from dan.data import TensorBatchLoader, build_data
 from dan.engine.distributed import select_device
 from dan.engine.evaluate import evaluate, robustness
 from dan.errors import ConfigError
-from dan.logging.plots import plot_confusion, plot_noise_curves, plot_per_class
+from dan.logging.plots import plot_classification_report
 
 ALLOWED = ("data.", "eval.", "device=", "seed=", "train.eval_batch_size=")
 
@@ -78,12 +78,8 @@ def evaluate_checkpoint(
     out = Path(out) if out else Path(checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
     (out / f"eval_{split_name}.json").write_text(json.dumps(report, indent=1))
-    plot_confusion(
-        result.confusion, out / f"confusion_{split_name}.png", title=f"{split_name} confusion matrix"
-    )
-    plot_per_class(result.per_class_acc, out / f"per_class_{split_name}.png")
-    plot_noise_curves(robust["noise"], out / f"noise_{split_name}.png")
-    report["files"] = sorted(str(p) for p in out.glob(f"*_{split_name}.*"))
+    plots = plot_classification_report(result, robust, out, split_name, str(cfg.run_name))
+    report["files"] = sorted([str(out / f"eval_{split_name}.json"), *(str(p) for p in plots.values())])
     return report
 
 

@@ -59,6 +59,7 @@ def run_cell(
             "quiet=true",
             f"output_dir={out}",
             f"run_name={name}",
+            "overwrite=true",  # a cell without results.json was interrupted: run it again from the start
         ]
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())

@@ -3,10 +3,8 @@ item is embedded once, the threshold is chosen on validation pairs and applied u
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,8 +62,10 @@ def finish_verification(engine: Any, report: VerificationReport, extra: dict[str
     """Plot the test ROC, store the threshold in ``best.pt`` (what ``dan verify`` reads), print and return the
     test summary."""
     cfg = engine.cfg
-    roc_path = plot_roc(report, engine.run_dir / "roc_test.png", title=f"{cfg.run_name}: test ROC")
-    log_figure(engine.logger, "test/roc", roc_path, engine.step)
+    roc_path = engine.run_dir / "roc_test.png"
+    if engine.info.is_main:
+        plot_roc(report, roc_path, title=f"{cfg.run_name}: test ROC")
+        engine.logger.log_figures({"roc_test": roc_path}, engine.step)
     best = engine.checkpoints.best_path
     if engine.info.is_main and best.exists():
         state = ckpt.load_checkpoint(best)
@@ -78,7 +78,7 @@ def finish_verification(engine: Any, report: VerificationReport, extra: dict[str
         "threshold_method": report.method,
         "roc_plot": str(roc_path),
     }
-    engine.logger.log_scalars({k: v for k, v in summary.items() if isinstance(v, float)}, engine.step)
+    engine.logger.log_test({k: v for k, v in summary.items() if isinstance(v, float)}, engine.step)
     t = report.test
     engine.logger.message(
         f"test at the val-chosen threshold {report.threshold:.4f} ({report.method}): accuracy {t['accuracy']:.4f} "
@@ -87,14 +87,3 @@ def finish_verification(engine: Any, report: VerificationReport, extra: dict[str
         + f"; checkpoint {best}"
     )
     return summary
-
-
-def log_figure(logger: Any, key: str, path: Path, step: int) -> None:
-    """Log the PNG at ``path`` to W&B as ``key`` when ``logger`` is a W&B logger (never stops the run)."""
-    run = getattr(logger, "run", None)
-    if run is None:
-        return
-    try:
-        run.log({key: logger.wandb.Image(str(path))}, step=step)
-    except Exception as exc:  # W&B must never stop training
-        warnings.warn(f"W&B could not log {key} ({type(exc).__name__}: {exc})", stacklevel=2)

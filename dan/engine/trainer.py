@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -135,6 +136,15 @@ def build_scheduler(
             optimizer, T_max=max(total_steps, 1), eta_min=cfg["min_lr"]
         )
     raise ConfigError(f"scheduler.name={name!r} is not valid; valid choices: {', '.join(SCHEDULERS)}")
+
+
+def advance_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> None:
+    """Step a freshly built ``scheduler`` ``steps`` times without training, so it continues a resumed run
+    whose length changed (the optimizer's learning rates follow)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "scheduler.step() before optimizer.step()"
+        for _ in range(steps):
+            scheduler.step()
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:

@@ -26,6 +26,19 @@ class Logger:
     ) -> None:
         """A validation: scalar ``metrics``, the full :class:`EvalResult` and misclassified ``samples``."""
 
+    def log_test(
+        self,
+        metrics: Mapping[str, float],
+        step: int,
+        confusion: list[list[int]] | None = None,
+        robustness: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The best checkpoint's test ``metrics``, its ``[C, C]`` confusion counts and the
+        :func:`~dan.engine.evaluate.robustness` curves (accuracy with each modality removed, against noise)."""
+
+    def log_figures(self, figures: Mapping[str, Path], step: int) -> None:
+        """PNG files ``{key: path}`` the run wrote (learning curves, test plots)."""
+
     def log_checkpoint(self, path: Path, aliases: list[str], metadata: Mapping[str, Any]) -> None:
         """A checkpoint was written to ``path``."""
 
@@ -70,6 +83,16 @@ class ConsoleLogger(Logger):
         """Print the validation scalars (always: they are the run's result) and append them to the file."""
         self._write({"step": step, **metrics})
         tqdm.write(f"step {step} " + " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+
+    def log_test(
+        self,
+        metrics: Mapping[str, float],
+        step: int,
+        confusion: list[list[int]] | None = None,
+        robustness: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append the test metrics (and the robustness curves) to the file."""
+        self._write({"step": step, **metrics, **({"robustness": dict(robustness)} if robustness else {})})
 
     def log_checkpoint(self, path: Path, aliases: list[str], metadata: Mapping[str, Any]) -> None:
         """Note the checkpoint on the console (also when quiet: where a run can be resumed from matters)."""

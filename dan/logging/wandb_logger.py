@@ -144,11 +144,62 @@ class WandbLogger(Logger):
             table.add_data(*row)
         return table
 
+    def log_test(
+        self,
+        metrics: Mapping[str, float],
+        step: int,
+        confusion: list[list[int]] | None = None,
+        robustness: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Test scalars, the test confusion matrix, accuracy with each modality removed
+        (``test/acc_without_<m>`` and a bar chart) and accuracy against noise (``test/noise_curves``)."""
+        self.console.log_test(metrics, step, confusion, robustness)
+
+        def send() -> None:
+            wb = self.wandb
+            payload: dict[str, Any] = dict(metrics)
+            if confusion is not None:
+                y_true, preds = confusion_lists(confusion)
+                payload["test/confusion_matrix"] = wb.plot.confusion_matrix(
+                    y_true=y_true, preds=preds, class_names=[str(c) for c in range(len(confusion))],
+                    title="test confusion matrix",
+                )
+            if robustness:
+                without = dict(robustness.get("without") or {})
+                payload.update({f"test/acc_without_{m}": a for m, a in without.items()})
+                if without:
+                    table = wb.Table(columns=["removed", "fused accuracy"], data=[[m, a] for m, a in without.items()])
+                    payload["test/removal"] = wb.plot.bar(
+                        table, "removed", "fused accuracy", title="test accuracy with one modality removed"
+                    )
+                noise = dict(robustness.get("noise") or {})
+                if noise:
+                    first = next(iter(noise.values()))
+                    payload["test/noise_curves"] = wb.plot.line_series(
+                        xs=[p["std"] for p in first],
+                        ys=[[p["acc"] for p in pts] for pts in noise.values()],
+                        keys=[f"noise added to {m}" for m in noise],
+                        title="test accuracy vs input noise",
+                        xname="noise std",
+                    )
+            self.run.log(payload, step=step)
+
+        self._guard("test logging", send)
+
+    def log_figures(self, figures: Mapping[str, Path], step: int) -> None:
+        """Each PNG as an image under ``plots/<key>``."""
+        self._guard(
+            "figure logging",
+            lambda: self.run.log({f"plots/{k}": self.wandb.Image(str(p)) for k, p in figures.items()}, step=step),
+        )
+
     def log_checkpoint(self, path: Path, aliases: list[str], metadata: Mapping[str, Any]) -> None:
-        """Log the checkpoint file as a ``model`` artifact with ``aliases`` (``latest``, ``best``)."""
+        """Upload the best checkpoint as a ``model`` artifact (aliases ``best`` and ``epoch-<n>``, file
+        ``best.pt``) each time it improves; other saves are noted on the console only."""
         self.console.log_checkpoint(path, aliases, metadata)
-        if not self.cfg.get("log_checkpoint", True):
+        if not self.cfg.get("log_checkpoint", True) or "best" not in aliases:
             return
+        aliases = [*aliases, f"epoch-{metadata.get('epoch')}"]
 
         def send() -> None:
             art = self.wandb.Artifact(
