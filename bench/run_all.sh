@@ -15,4 +15,5 @@ DEV=("$@")
 "$PY" bench/flops.py "${DEV[@]}"
 "$PY" bench/inference.py "${DEV[@]}"
 "$PY" bench/scaling.py "${DEV[@]}"
+"$PY" bench/busy_machine.py "${DEV[@]}"
 "$PY" bench/report.py

@@ -66,6 +66,8 @@ class TrainConfig:
     ``nonfinite_inputs``: a sample whose image or audio holds NaN/Inf is named, then the run ``stop``s before
     training or the sample is ``skip``ped (dropped from its split, with a warning).
     ``compile``: ``torch.compile`` the model's forward (inductor) in place; checkpoints keep plain keys.
+    ``absent_modalities``: modalities of the model that the training data may lack entirely (their towers then
+    see only the "missing" input); any other model modality absent from the data stops the run.
     """
 
     epochs: int = 10
@@ -79,6 +81,7 @@ class TrainConfig:
     num_threads: int = 0
     nonfinite_inputs: str = "stop"
     compile: bool = False
+    absent_modalities: list[str] = field(default_factory=list)  # model modalities the data may lack entirely
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 

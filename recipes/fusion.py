@@ -39,11 +39,12 @@ class FusionTask(BaseTask):
         train = self.splits["train"]
         self.model = build_model(cfg.model).to(engine.device)
         self.modalities = list(self.model.modalities)
-        absent = sorted(set(self.modalities) - set(train.modalities))
+        absent = sorted(set(self.modalities) - set(train.modalities) - set(tc.absent_modalities))
         if absent:
             raise ConfigError(
                 f"model.towers names {absent} but data.name={cfg.data.get('name')} gives only "
-                f"{train.modalities}; remove those towers or add the modalities to the data"
+                f"{train.modalities}: those towers would never learn. Remove them, add the modalities to the "
+                f"data, or train without them on purpose: train.absent_modalities=[{','.join(absent)}]"
             )
         self.balancer = build_balancer(cfg.balancer, self.modalities)
         self.modules = {"balancer": self.balancer}
@@ -103,8 +104,9 @@ class FusionTask(BaseTask):
             engine.wrapped, engine.loader(self.splits[split]), self.model.num_classes, self.modalities,
             engine.device, amp=engine.amp,
         )
+        present = [m for m in self.modalities if m in self.splits[split].modalities]
         robust = robustness(
-            engine.wrapped, lambda: engine.loader(self.splits[split]), self.model.num_classes, self.modalities,
+            engine.wrapped, lambda: engine.loader(self.splits[split]), self.model.num_classes, present,
             engine.device, list(cfg.eval.noise_levels), seed=cfg.seed,
         )
         scalars = test.scalars(split)

@@ -4,6 +4,7 @@ synthetic runs."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,10 @@ def test_a_tower_without_data_is_refused(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["train", "quickstart", *args]) == 2
     err = capsys.readouterr().err
     assert "model.towers names ['depth'] but data.name=synthetic gives only ['audio', 'image']" in err
+    hint = err.rsplit(": ", 1)[1].strip()
+    assert hint == "train.absent_modalities=[depth]"
+    assert main(["train", "quickstart", *args, hint, "run_name=allowed"]) == 0  # the hint works when pasted
+    assert (tmp_path / "allowed" / "results.json").exists()
 
 
 @pytest.mark.slow
@@ -208,3 +213,32 @@ def test_no_progress_bar_updates_when_output_is_not_a_terminal(tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "\r" not in proc.stdout + proc.stderr  # no bar redraws in a log file
     assert "step 2 train/loss=" in proc.stdout  # the plain step lines carry the progress instead
+    assert re.search(r"step 4 .* run ETA \d+:\d\d:\d\d", proc.stdout)  # with the whole run's time left
+
+
+def test_a_terminal_gets_bars_with_the_run_eta(tmp_path: Path) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    cmd = [sys.executable, "-m", "dan.cli", "train", "quickstart", *TINY, "quiet=false", "train.epochs=2",
+           f"output_dir={tmp_path}", "run_name=tty"]
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a 160-column terminal
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0
+    text = b"".join(chunks).decode(errors="replace")
+    assert "\r" in text and "epoch 1/2" in text and "batch" in text  # a tqdm bar, redrawn in place
+    assert re.search(r"run_eta=\d+:\d\d:\d\d", text)

@@ -30,6 +30,7 @@ from dan.engine.resume_check import check_resumable
 from dan.engine.run_folder import RunFolder, claim_run_folder
 from dan.errors import CheckpointError, ConfigError
 from dan.logging import Logger, NullLogger, build_logger
+from dan.logging.console import clock
 from dan.logging.plots import plot_learning_curves
 
 Batch = Mapping[str, Tensor]
@@ -217,7 +218,7 @@ class Engine:
         :meth:`optimise` or :meth:`train_epoch` themselves (benchmarks); :meth:`run` does this first."""
         self._setup(task)
         self.throughput = T.Throughput()
-        self.started, self.start_step = time.perf_counter(), self.step
+        self.started, self.start_step, self.samples_trained = time.perf_counter(), self.step, 0
         return self
 
     def _setup(self, task: Task) -> None:
@@ -388,6 +389,7 @@ class Engine:
             self.scheduler.step()
         self.meter.update({k: v.detach() for k, v in out.parts.items()}, out.size)
         self.throughput.update(out.size * self.info.world_size)
+        self.samples_trained += out.size * self.info.world_size
         self.step += 1
         if self.step % self.cfg.train.log_every == 0:
             self._log_step(out)
@@ -400,7 +402,9 @@ class Engine:
         scalars.update({"samples_per_s": self.throughput.rate(), "epoch": self.epoch_number, "eta_s": self.eta_seconds()})
         self.logger.log_scalars(scalars, self.step)
         if hasattr(self.bar, "set_postfix"):
-            self.bar.set_postfix(loss=f"{scalars['train/loss']:.3f}", sps=f"{scalars['samples_per_s']:.0f}")
+            self.bar.set_postfix(
+                loss=f"{scalars['train/loss']:.3f}", sps=f"{scalars['samples_per_s']:.0f}", run_eta=clock(scalars["eta_s"])
+            )
 
     def train_epoch(self) -> None:
         """One pass over this rank's training batches, from where a resumed run stopped."""
@@ -524,6 +528,7 @@ class Engine:
             "steps": self.step,
             "world_size": self.info.world_size,
             "train_seconds": round(seconds, 2),
+            "train_samples_per_s": round(self.samples_trained / max(seconds, 1e-9), 1),
             "checkpoint": str(self.checkpoints.best_path),
             "manifest_hash": dict(getattr(self.task, "checkpoint_info", {}) or {}).get("manifest_hash"),
         }

@@ -62,8 +62,9 @@ def evaluate_checkpoint(
 
     mods = loaded.modalities
     result = evaluate(model, batches(), model.num_classes, mods, device)
+    present = [m for m in mods if m in split.modalities]
     robust = robustness(
-        model, batches, model.num_classes, mods, device, list(cfg.eval.noise_levels), seed=cfg.seed
+        model, batches, model.num_classes, present, device, list(cfg.eval.noise_levels), seed=cfg.seed
     )
     report = {
         "checkpoint": str(checkpoint),

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -285,15 +285,13 @@ class LossMeter:
 
 def progress(
     iterable: Iterable[Any], *, total: int, desc: str, quiet: bool, initial: int = 0
-) -> Iterator[Any]:
-    """A tqdm bar (rate, ETA, postfix) over ``iterable`` on a terminal; plain iteration when ``quiet`` or when
-    stderr is not a terminal (a log file or CI gets the logger's plain step lines instead of hundreds of
-    carriage-return updates)."""
+) -> Iterable[Any]:
+    """A tqdm bar (rate, epoch ETA, a postfix the loop sets) over ``iterable`` on a terminal; ``iterable``
+    itself when ``quiet`` or when stderr is not a terminal (a log file or CI gets the logger's plain step
+    lines instead of hundreds of carriage-return updates)."""
     if quiet or not sys.stderr.isatty():
-        return iter(iterable)
-    return iter(
-        tqdm(iterable, total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
-    )
+        return iterable
+    return tqdm(iterable, total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:

@@ -14,6 +14,9 @@ from tqdm.auto import tqdm
 from dan.config import LOGGERS
 from dan.errors import ConfigError
 
+Confusion = list[list[int]] | None  # [C, C] counts, rows = true class
+Curves = Mapping[str, Any] | None  # dan.engine.evaluate.robustness: {"without": {m: acc}, "noise": {m: [...]}}
+
 
 class Logger:
     """What a recipe reports to. Every method is a no-op here, so a logger overrides what it shows."""
@@ -26,13 +29,7 @@ class Logger:
     ) -> None:
         """A validation: scalar ``metrics``, the full :class:`EvalResult` and misclassified ``samples``."""
 
-    def log_test(
-        self,
-        metrics: Mapping[str, float],
-        step: int,
-        confusion: list[list[int]] | None = None,
-        robustness: Mapping[str, Any] | None = None,
-    ) -> None:
+    def log_test(self, metrics: Mapping[str, float], step: int, confusion: Confusion = None, robustness: Curves = None) -> None:
         """The best checkpoint's test ``metrics``, its ``[C, C]`` confusion counts and the
         :func:`~dan.engine.evaluate.robustness` curves (accuracy with each modality removed, against noise)."""
 
@@ -57,6 +54,19 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
+def clock(seconds: float) -> str:
+    """Seconds as ``H:MM:SS`` (``?`` when unknown)."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _line(step: int, metrics: Mapping[str, float]) -> str:
+    parts = [f"run ETA {clock(v)}" if k == "eta_s" else f"{k}={_fmt(v)}" for k, v in metrics.items()]
+    return f"step {step} " + " ".join(parts)
+
+
 class ConsoleLogger(Logger):
     """``logger=console``: lines on stderr (through tqdm, so bars stay intact) and ``metrics.jsonl``."""
 
@@ -75,22 +85,16 @@ class ConsoleLogger(Logger):
         """Print one line of step scalars (unless quiet) and append them to ``metrics.jsonl``."""
         self._write({"step": step, **metrics})
         if not self.quiet:
-            tqdm.write(f"step {step} " + " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+            tqdm.write(_line(step, metrics))
 
     def log_validation(
         self, metrics: Mapping[str, float], result: Any, step: int, samples: list[dict[str, Any]]
     ) -> None:
         """Print the validation scalars (always: they are the run's result) and append them to the file."""
         self._write({"step": step, **metrics})
-        tqdm.write(f"step {step} " + " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+        tqdm.write(_line(step, metrics))
 
-    def log_test(
-        self,
-        metrics: Mapping[str, float],
-        step: int,
-        confusion: list[list[int]] | None = None,
-        robustness: Mapping[str, Any] | None = None,
-    ) -> None:
+    def log_test(self, metrics: Mapping[str, float], step: int, confusion: Confusion = None, robustness: Curves = None) -> None:
         """Append the test metrics (and the robustness curves) to the file."""
         self._write({"step": step, **metrics, **({"robustness": dict(robustness)} if robustness else {})})
 

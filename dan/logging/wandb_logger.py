@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dan.data.readers import modality_specs
-from dan.logging.console import ConsoleLogger, Logger
+from dan.logging.console import Confusion, ConsoleLogger, Curves, Logger
 from dan.logging.media import features_to_waveform, image_to_uint8, is_audio, is_image
 
 
@@ -144,13 +144,7 @@ class WandbLogger(Logger):
             table.add_data(*row)
         return table
 
-    def log_test(
-        self,
-        metrics: Mapping[str, float],
-        step: int,
-        confusion: list[list[int]] | None = None,
-        robustness: Mapping[str, Any] | None = None,
-    ) -> None:
+    def log_test(self, metrics: Mapping[str, float], step: int, confusion: Confusion = None, robustness: Curves = None) -> None:
         """Test scalars, the test confusion matrix, accuracy with each modality removed
         (``test/acc_without_<m>`` and a bar chart) and accuracy against noise (``test/noise_curves``)."""
         self.console.log_test(metrics, step, confusion, robustness)

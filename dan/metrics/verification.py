@@ -134,11 +134,13 @@ def plot_roc(report: VerificationReport, path: Path, title: str = "test ROC") ->
     from dan.logging.plots import _save, plt
 
     r = report.test_roc
+    positive = r.fpr[r.fpr > 0]
+    floor = float(positive.min()) if positive.numel() else 1e-4  # the smallest FAR the test pairs can show
     fig, ax = plt.subplots(figsize=(4.5, 4), dpi=100)
-    ax.plot(r.fpr.clamp_min(1e-4).numpy(), r.tpr.numpy(), label=f"AUC {r.auc:.4f}, EER {r.eer:.4f}")
+    ax.plot(r.fpr.clamp_min(floor).numpy(), r.tpr.numpy(), label=f"AUC {r.auc:.4f}, EER {r.eer:.4f}")
     t = report.test
     ax.plot(
-        [max(t["far"], 1e-4)],
+        [max(t["far"], floor)],
         [1 - t["frr"]],
         "o",
         color="C3",
@@ -146,7 +148,7 @@ def plot_roc(report: VerificationReport, path: Path, title: str = "test ROC") ->
     )
     ax.set(
         xscale="log",
-        xlim=(1e-4, 1),
+        xlim=(floor, 1),
         ylim=(0, 1.01),
         xlabel="false-accept rate (FAR)",
         ylabel="true-accept rate (1 - FRR)",
