@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from dan.data.readers import Reader, modality_specs, reader_from_spec
 from dan.engine.checkpoint import load_checkpoint, load_model_state
-from dan.errors import CheckpointError, DataFormatError
+from dan.errors import CheckpointError, DanError, DataFormatError
 from dan.models import DANOutput, build_model
 
 
@@ -153,9 +153,14 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> LoadedModel
             f"{path} is a {meta.get('kind')} checkpoint of the {config.get('recipe')} recipe, not a classifier; "
             f"compare two inputs with it: dan verify {path} A B"
         )
+    with torch.device("meta"):  # the stored config's shapes are checked against the stored weights first:
+        skeleton = build_model(config["model"])  # a config claiming a huge model costs no memory here
+    load_model_state(skeleton, state["model"], source=str(path), shapes_only=True)
+    try:
+        preprocessing = Preprocessing(state.get("preprocessing") or {})
+    except DanError as exc:
+        raise CheckpointError(f"{path}: its stored preprocessing is invalid ({exc}); it was not written by dan") from None
     model = build_model(config["model"])
     load_model_state(model, state["model"], source=str(path))
     model.to(map_location)
-    return LoadedModel(
-        model, Preprocessing(state.get("preprocessing") or {}), config, path, state.get("manifest_hash", "")
-    )
+    return LoadedModel(model, preprocessing, config, path, state.get("manifest_hash", ""))

@@ -8,6 +8,7 @@ Every failure is a one-line :class:`~dan.errors.ConfigError` that names the key 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -233,11 +234,32 @@ def load_config(
     if not isinstance(raw, DictConfig):
         raise ConfigError(f"{file}: a config must be a YAML mapping of keys, got a list")
     cfg = merge(raw, overrides)
+    _refuse_environment(cfg)
     if cfg.run_name is None:
         cfg.run_name = file.stem
     if check:
         validate(cfg)
     return cfg
+
+
+def _refuse_environment(cfg: DictConfig) -> None:
+    """``${oc.env:...}`` would copy environment variables (API keys, paths) into the config that checkpoints
+    store and W&B uploads: refused, naming the key."""
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, str) and "oc.env" in node:
+            raise ConfigError(
+                f"{key}={node!r} reads an environment variable; the resolved config is stored in checkpoints and "
+                f"logged to W&B, so dan does not resolve ${{oc.env:...}}: write the value, or pass {key}=VALUE"
+            )
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
 
 
 def _choice(key: str, value: Any, valid: Sequence[str]) -> None:
@@ -246,8 +268,14 @@ def _choice(key: str, value: Any, valid: Sequence[str]) -> None:
 
 
 def _positive(key: str, value: float, *, strict: bool = True) -> None:
-    if value < 0 or (strict and value == 0):
-        raise ConfigError(f"{key} must be {'> 0' if strict else '>= 0'}, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (strict and value == 0):
+        raise ConfigError(f"{key} must be a finite number {'> 0' if strict else '>= 0'}, got {value!r}")
+
+
+def _within(key: str, value: float, low: float, high: float) -> None:
+    """``low <= value < high`` and finite."""
+    if not (math.isfinite(value) and low <= value < high):
+        raise ConfigError(f"{key} must lie in [{low:g}, {high:g}), got {value!r}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -262,6 +290,14 @@ def validate(cfg: DictConfig) -> None:
     _positive("wandb.init_timeout", cfg.wandb.init_timeout)
     _positive("optimizer.lr", cfg.optimizer.lr)
     _positive("optimizer.weight_decay", cfg.optimizer.weight_decay, strict=False)
+    _within("optimizer.momentum", cfg.optimizer.momentum, 0.0, 1.0)
+    if len(cfg.optimizer.betas) != 2:
+        raise ConfigError(f"optimizer.betas must be two numbers, e.g. [0.9, 0.999], got {list(cfg.optimizer.betas)}")
+    for i, beta in enumerate(cfg.optimizer.betas):
+        _within(f"optimizer.betas[{i}]", beta, 0.0, 1.0)
+    _within("seed", cfg.seed, 0, 2**63)
+    _positive("scheduler.min_lr", cfg.scheduler.min_lr, strict=False)
+    _positive("train.early_stopping.min_delta", cfg.train.early_stopping.min_delta, strict=False)
     for key in ("epochs", "batch_size", "eval_batch_size", "log_every"):
         _positive(f"train.{key}", getattr(cfg.train, key))
     for key in ("grad_clip", "checkpoint_every", "num_threads"):

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from dan.config import check_balancer, check_model, check_stop_metric, to_dict
 from dan.data import build_data
 from dan.data.augment import build_augment
-from dan.data.loader import check_finite_inputs
+from dan.data.loader import check_finite_inputs, check_num_classes
 from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
 from dan.engine.evaluate import evaluate, head_losses_mean, misclassified, robustness
 from dan.engine.trainer import head_losses, split_heldout
@@ -46,6 +46,7 @@ class FusionTask(BaseTask):
                 f"{train.modalities}: those towers would never learn. Remove them, add the modalities to the "
                 f"data, or train without them on purpose: train.absent_modalities=[{','.join(absent)}]"
             )
+        check_num_classes(self.model.num_classes, train, str(cfg.data.get("name")))
         self.balancer = build_balancer(cfg.balancer, self.modalities)
         self.modules = {"balancer": self.balancer}
         self.heldout = None

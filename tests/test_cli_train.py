@@ -80,7 +80,7 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path) -> None:
 def test_bad_override_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "quickstart", "optimizer.lr=-0.1", f"output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "dan train: error: optimizer.lr must be > 0, got -0.1"
+    assert err == "dan train: error: optimizer.lr must be a finite number > 0, got -0.1"
     assert not any(tmp_path.iterdir())
 
 

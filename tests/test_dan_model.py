@@ -223,7 +223,7 @@ def test_bad_batches(batch: dict, match: str) -> None:
         ({"modality_dropout": 1.0}, r"modality_dropout for 'audio' must be in \[0, 1\)"),
         ({"modality_dropout": {"video": 0.1}}, r"unknown modalities \['video'\]"),
         ({"dim": 0}, "model.dim must be a positive int"),
-        ({"num_classes": 0}, "model.num_classes must be >= 1"),
+        ({"num_classes": 0}, "model.num_classes must be at least 2"),
     ],
 )
 def test_config_errors(change: dict, match: str) -> None:

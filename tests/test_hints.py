@@ -36,7 +36,7 @@ def test_switching_dataset_drops_the_config_s_own_data_keys(tmp_path: Path) -> N
     assert dict(cfg.data) == {"name": "synthetic", "n_train": 50}
     same = load_config("avmnist_concat_offline", ["data.name=avmnist", "data.variant=hard"])
     assert same.data.variant == "hard" and "splits" in same.data  # the same dataset keeps its keys
-    overrides = ["data.name=synthetic", "data.n_train=120", "data.n_val=60", "data.n_test=60", "train.epochs=1"]
+    overrides = ["data.name=synthetic", "data.n_train=200", "data.n_val=60", "data.n_test=60", "train.epochs=1"]
     assert main(["train", "avmnist_concat_offline", *overrides, "quiet=true", f"output_dir={tmp_path}"]) == 0
     summary = json.loads((tmp_path / "avmnist_concat_offline" / "results.json").read_text())["summary"]
     assert summary["data_source"] == "synthetic"

@@ -100,3 +100,59 @@ def test_gradient_clipping_holds_a_high_learning_rate_stable(tmp_path: Path) -> 
     assert summary["test/acc"] > 0.2  # and it learned something (chance is 0.1)
     weights = torch.load(tmp_path / "clip" / "last.pt", weights_only=True)["model"]
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+def test_no_checkpoint_ever_holds_nonfinite_weights(tmp_path: Path) -> None:
+    from dan.engine.checkpoint import load_checkpoint
+
+    overrides = [*TINY, "train.epochs=3", "optimizer.lr=1e3", "train.checkpoint_every=2", "train.log_every=1",
+                 f"output_dir={tmp_path}", "run_name=blow"]
+    with pytest.raises(T.NonFiniteLossError) as info:
+        run_config(load_config("quickstart", overrides))
+    message = str(info.value)
+    assert "The last good checkpoint is" in message and "Fix: lower optimizer.lr (now 1000), e.g. optimizer.lr=100" in message
+    assert "grad_clip" not in message and "amp" not in message  # clipping is on and AMP is off on the CPU
+    written = sorted((tmp_path / "blow").glob("*.pt"))
+    for path in written:
+        load_checkpoint(path)  # refuses NaN/Inf weights: every file written loads
+    if "(none yet)" not in message:
+        assert str(tmp_path / "blow" / "last.pt") in message
+
+
+def test_a_checkpoint_with_nonfinite_weights_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dan.cli import main
+    from dan.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    assert main(["train", "quickstart", *TINY, f"output_dir={tmp_path}", "run_name=ok"]) == 0
+    state = load_checkpoint(tmp_path / "ok" / "best.pt")
+    state.pop("format")
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    save_checkpoint(tmp_path / "nan.pt", state)
+    capsys.readouterr()
+    for command in (["eval", str(tmp_path / "nan.pt")], ["train", "quickstart", *TINY, f"resume={tmp_path / 'nan.pt'}"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'nan.pt'}: 1 of " in err and f"weight tensors hold NaN or Inf ({name})" in err, err
+        assert "take an earlier checkpoint" in err
+
+
+def test_weights_gone_nonfinite_are_never_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clip, calls = T.clip_gradients, []
+
+    def poison_on_step_3(params, max_norm):  # type: ignore[no-untyped-def]
+        params = list(params)
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                params[0].fill_(float("inf"))  # the weights, not the loss, go bad first
+        return clip(params, max_norm)
+
+    monkeypatch.setattr(T, "clip_gradients", poison_on_step_3)
+    cfg = load_config("quickstart", [*TINY, "train.checkpoint_every=1", f"output_dir={tmp_path}", "run_name=w"])
+    with pytest.raises(T.NonFiniteLossError, match=r"the weights became NaN or Inf by epoch 1 step 3 \(\d+ tensors, e\.g\. ") as info:
+        run_config(cfg)
+    assert f"The last good checkpoint is {tmp_path / 'w' / 'last.pt'} (step 2)" in str(info.value)
+    from dan.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "w" / "last.pt")["progress"]["step"] == 2  # untouched, and it loads

@@ -15,6 +15,10 @@ from dan.errors import ConfigError
 FEATURE_KINDS = ("logmel", "mfcc")
 
 
+MIN_RATE, MAX_RATE = 1_000, 384_000  # Hz: any real recording; outside is a corrupt or hostile header
+MAX_DURATION_S = 60.0  # one clip's feature window
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """How recordings become spectrograms. ``num_frames`` follows from the other fields.
@@ -40,8 +44,13 @@ class FeatureConfig:
         for key in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc"):
             if int(getattr(self, key)) <= 0:
                 raise ConfigError(f"data.audio.{key} must be a positive integer, got {getattr(self, key)!r}")
-        if self.duration_s <= 0:
-            raise ConfigError(f"data.audio.duration_s must be > 0 seconds, got {self.duration_s!r}")
+        if not 0 < self.duration_s <= MAX_DURATION_S:
+            raise ConfigError(f"data.audio.duration_s must lie in (0, {MAX_DURATION_S}] seconds, got {self.duration_s!r}")
+        if not MIN_RATE <= self.sample_rate <= MAX_RATE:
+            raise ConfigError(f"data.audio.sample_rate must lie in [{MIN_RATE}, {MAX_RATE}] Hz, got {self.sample_rate!r}")
+        for key, top in (("n_fft", 65536), ("hop_length", 65536), ("n_mels", 1024), ("n_mfcc", 1024)):
+            if int(getattr(self, key)) > top:
+                raise ConfigError(f"data.audio.{key} must be at most {top}, got {getattr(self, key)!r}")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ConfigError(f"data.audio.n_mfcc={self.n_mfcc} must not exceed data.audio.n_mels={self.n_mels}")
 

@@ -22,13 +22,14 @@ from torch import Tensor
 
 from dan.data.archive import extract_zip
 from dan.data.download import download_file, file_hash
+from dan.data.features import MAX_RATE, MIN_RATE
+from dan.data.files import regular_file
 from dan.data.splits import parse_split
 from dan.errors import ConfigError, DataFormatError, DataNotFoundError
 
 FSDD_SPLITS = ("train", "test")
 TEST_INDICES = range(0, 5)
 ON_ERROR = ("raise", "skip")
-MIN_RATE, MAX_RATE = 1_000, 384_000  # Hz: any real recording; outside is a corrupt or hostile header
 MAX_SAMPLES = 1 << 28  # per file, all channels (1 GiB as float32): hours of audio
 MAX_RESAMPLE_KERNEL = 1 << 24  # reduced rate ratio p x q; 44100->8000 is 441 x 80, a coprime 7919 Hz is 7919 x 8000
 FSDD_VERSION = "v1.0.10"
@@ -88,6 +89,15 @@ def index_recordings(folder: Path) -> list[Recording]:
         raise DataNotFoundError(
             f"FSDD recordings not found: {folder} holds no {{digit}}_{{speaker}}_{{index}}.wav file. Fix: {NOT_FOUND_FIX}"
         )
+    seen: dict[tuple[int, str, int], Path] = {}
+    for rec in sorted(recordings, key=lambda r: r.path.name):
+        key = (rec.digit, rec.speaker, rec.index)
+        if key in seen:  # 2_george_07.wav and 2_george_7.wav, or .wav and .WAV: one recording, twice
+            raise DataFormatError(
+                f"{seen[key].name} and {rec.path.name} in {folder} name the same recording (digit {rec.digit}, "
+                f"speaker {rec.speaker}, index {rec.index}); it could land in two splits at once: remove one"
+            )
+        seen[key] = rec.path
     return sorted(recordings, key=lambda r: (r.index, r.speaker, r.digit))
 
 
@@ -119,10 +129,11 @@ def read_audio(path: Path) -> tuple[Tensor, int]:
     file for corrupt, truncated, empty or non-audio files.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise DataNotFoundError(
             f"audio file {path} does not exist; check the path or the data root (DAN_DATA)"
         )
+    regular_file(path)
     truncated = _riff_truncation(path)
     if truncated:
         raise DataFormatError(

@@ -8,6 +8,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from dan.data.files import regular_file
 from dan.errors import DataFormatError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -23,6 +24,7 @@ def read_image(
     they look like MNIST. Unreadable or truncated files raise DataFormatError naming the file.
     """
     mode = "L" if channels == 1 else "RGB"
+    regular_file(path)
     try:
         with Image.open(path) as img:
             img.load()

@@ -139,3 +139,16 @@ def check_finite_inputs(split: Split, mode: str = "stop") -> Split:
     keep = torch.ones(len(split), dtype=torch.bool)
     keep[bad] = False
     return split.select(keep.nonzero().flatten())
+
+
+def check_num_classes(num_classes: int, split: Split, dataset: str) -> None:
+    """``model.num_classes`` must equal the data's class count (its ``classes`` list, or the largest label + 1):
+    a ConfigError naming both and the value to set."""
+    names = list(split.preprocessing.get("classes") or [])
+    found = len(names) or (int(split.labels.max()) + 1 if len(split) else 0)
+    if found and found != num_classes:
+        listed = f" ({', '.join(map(str, names[:12]))}{' ...' if len(names) > 12 else ''})" if names else ""
+        raise ConfigError(
+            f"model.num_classes={num_classes} but data.name={dataset} has {found} classes{listed}; "
+            f"set model.num_classes={found}"
+        )

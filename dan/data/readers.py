@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dan.errors import ConfigError, DataFormatError, DataNotFoundError
+from dan.data.files import regular_file
+from dan.errors import ConfigError, DataFormatError
 from dan.registry import Registry
 
 READERS: Registry[Reader] = Registry("readers")
@@ -218,11 +219,7 @@ def resolve_path(value: Value, base: Path | None) -> Path:
     path = Path(os.path.expanduser(str(value).strip()))
     if base is not None and not path.is_absolute():
         path = base / path
-    if not path.exists():
-        raise DataNotFoundError(f"{path}: no such file; check the path")
-    if not path.is_file():
-        raise DataFormatError(f"{path} is not a regular file; a manifest cell must name a file")
-    return path
+    return regular_file(path)
 
 
 @register_reader("image")

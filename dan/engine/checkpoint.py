@@ -145,11 +145,29 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: not a dan checkpoint (format {found!r}, expected {FORMAT!r})")
+    weights = state.get("model")
+    bad = nonfinite_tensors(weights) if isinstance(weights, Mapping) else []
+    if bad:
+        raise CheckpointError(
+            f"{path}: {len(bad)} of {len(weights)} weight tensors hold NaN or Inf ({_brief(bad, 3)}); it cannot be "
+            "evaluated, used or resumed: take an earlier checkpoint, or train again with a lower optimizer.lr"
+        )
     return state
 
 
-def load_model_state(model: nn.Module, state_dict: Mapping[str, Any], source: str = "checkpoint") -> None:
-    """Load ``state_dict`` into ``model`` strictly; a CheckpointError names every mismatched key."""
+def nonfinite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` that hold NaN or Inf."""
+    return [
+        k for k, v in state_dict.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
+def load_model_state(
+    model: nn.Module, state_dict: Mapping[str, Any], source: str = "checkpoint", shapes_only: bool = False
+) -> None:
+    """Load ``state_dict`` into ``model`` strictly; a CheckpointError names every mismatched key. With
+    ``shapes_only`` only the keys and shapes are compared (``model`` may live on the ``meta`` device)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -170,7 +188,8 @@ def load_model_state(model: nn.Module, state_dict: Mapping[str, Any], source: st
             f"{source} does not fit this model: {'; '.join(problems)}; build the model from the "
             "checkpoint's own config (dan.load does) or train a new one"
         )
-    model.load_state_dict(state_dict, strict=True)
+    if not shapes_only:
+        model.load_state_dict(state_dict, strict=True)
 
 
 def _brief(items: list[str], limit: int = 6) -> str:
@@ -202,6 +221,7 @@ class CheckpointManager:
         self.run_dir = Path(run_dir)
         self.mode = mode
         self.best: float | None = None
+        self.saved_step: int | None = None  # step of the last checkpoint this run wrote
 
     @property
     def last_path(self) -> Path:

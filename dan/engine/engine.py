@@ -203,6 +203,11 @@ class Engine:
         not shuffled)."""
         if batch_size is None:
             batch_size = self.batch_size if shuffle else int(self.cfg.train.eval_batch_size)
+        if shuffle and batch_size * self.info.world_size > len(split):
+            raise ConfigError(
+                f"train.batch_size={batch_size * self.info.world_size} exceeds the {len(split)} samples of split "
+                f"{split.name!r}: each epoch would be a single step; set train.batch_size to at most {len(split)}"
+            )
         return TensorBatchLoader(
             split, batch_size, shuffle=shuffle, seed=self.cfg.seed, drop_last=drop_last,
             rank=self.info.rank, world_size=self.info.world_size,
@@ -302,11 +307,31 @@ class Engine:
             **dict(getattr(self.task, "checkpoint_info", {}) or {}),
         }
 
+    def last_good(self) -> str:
+        """The checkpoint a run stopped by NaN/Inf can go back to (every checkpoint written holds finite weights)."""
+        last = self.checkpoints.last_path
+        return f"{last} (step {self.checkpoints.saved_step})" if last.exists() else "(none yet)"
+
+    def nonfinite_advice(self) -> str:
+        """What to change after a NaN or Inf, for this run's settings."""
+        return T.nonfinite_advice(float(self.cfg.optimizer.lr), float(self.cfg.train.grad_clip), self.amp)
+
     def save(self, metric: float | None = None) -> None:
-        """Write ``last.pt`` (and ``best.pt`` when ``metric`` improves) on rank 0."""
+        """Write ``last.pt`` (and ``best.pt`` when ``metric`` improves) on rank 0; weights that hold NaN or Inf
+        stop the run instead, naming the last good checkpoint, so no checkpoint ever holds them."""
+        bad = ckpt.nonfinite_tensors({**self.model.state_dict(), **{
+            f"{k}.{n}": v for k, m in self.modules.items() for n, v in m.state_dict().items()
+        }})
+        if dist.broadcast_flag(bool(bad), self.info):
+            raise T.NonFiniteLossError(
+                f"the weights became NaN or Inf by epoch {self.epoch_number} step {self.step} ({len(bad)} tensors, "
+                f"e.g. {', '.join(bad[:3])}); nothing was saved and training stopped. The last good checkpoint is "
+                f"{self.last_good()}. Fix: {self.nonfinite_advice()}"
+            )
         if not self.info.is_main:
             return
         best = self.checkpoints.save(self.state(), metric)
+        self.checkpoints.saved_step = self.step
         meta = {"step": self.step, "epoch": self.epoch_number}
         self.logger.log_checkpoint(self.checkpoints.last_path, ["latest"], meta)
         if best:
@@ -353,6 +378,7 @@ class Engine:
         self.history = list(p["history"])
         self.checkpoints.best = state.get("best_metric")
         ckpt.set_rng_state(state["rng"])
+        self.logger.rewind(self.step)
         self.logger.message(f"resumed from {path} at epoch {self.epoch} step {self.step}")
 
     def load_best(self) -> dict[str, Any] | None:
@@ -369,13 +395,13 @@ class Engine:
         """One step: the task's loss, NaN check, backward, its gradient work, clipping, optimizer and
         scheduler, the epoch meter and periodic logging."""
         out = self.task.training_step(self, batch)
-        last = self.checkpoints.last_path
         T.check_finite(
             out.loss,
             {k: v for k, v in out.parts.items()} or {"loss": out.loss},
             epoch=self.epoch,
             step=self.step,
-            last_good=str(last) if last.exists() else "(none yet)",
+            last_good=self.last_good(),
+            advice=self.nonfinite_advice(),
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()

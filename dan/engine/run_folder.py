@@ -126,7 +126,10 @@ def claim_run_folder(output_dir: str | os.PathLike[str], run_name: str, *, resum
     check_run_name(run_name)
     if resume:
         folder = Path(resume).expanduser().parent
-        return RunFolder(folder, f"continuing the run in {folder}", _lock(folder))
+        handle = _lock(folder)
+        for stale in folder.glob(".*.pt.*.tmp"):  # a checkpoint write that a kill cut short
+            stale.unlink(missing_ok=True)
+        return RunFolder(folder, f"continuing the run in {folder}", handle)
     base = Path(output_dir).expanduser() / run_name
     created = _create(base)
     why = ""

@@ -174,7 +174,20 @@ def head_losses(output: DANOutput, labels: Tensor) -> tuple[Tensor, dict[str, Te
     return fused, per_modality
 
 
-def check_finite(loss: Tensor, parts: Mapping[str, Tensor], *, epoch: int, step: int, last_good: str) -> None:
+def nonfinite_advice(lr: float, grad_clip: float, amp: bool) -> str:
+    """What to change after a NaN/Inf: always a lower learning rate; clipping only where it is off, AMP only
+    where it is on."""
+    advice = [f"lower optimizer.lr (now {lr:g}), e.g. optimizer.lr={lr / 10:g}"]
+    if grad_clip <= 0:
+        advice.append("set train.grad_clip=1.0")
+    if amp:
+        advice.append("set train.amp=false")
+    return "; ".join(advice)
+
+
+def check_finite(
+    loss: Tensor, parts: Mapping[str, Tensor], *, epoch: int, step: int, last_good: str, advice: str
+) -> None:
     """Raise NonFiniteLossError naming the step and the heads at fault when ``loss`` is NaN or Inf on any
     DDP rank (every rank stops at the same step)."""
     if not bool(all_reduce_sum((~torch.isfinite(loss.detach())).float().reshape(1))):
@@ -182,7 +195,7 @@ def check_finite(loss: Tensor, parts: Mapping[str, Tensor], *, epoch: int, step:
     heads = ", ".join(f"{k}={v.item():.4g}" for k, v in parts.items())
     raise NonFiniteLossError(
         f"loss is {loss.item()} at epoch {epoch} step {step} ({heads}); training stopped. The last good "
-        f"checkpoint is {last_good}. Lower optimizer.lr, set train.grad_clip, or disable train.amp"
+        f"checkpoint is {last_good}. Fix: {advice}"
     )
 
 

@@ -42,6 +42,10 @@ class Logger:
     def message(self, text: str) -> None:
         """A line of text for the human watching."""
 
+    def rewind(self, step: int) -> None:
+        """A resumed run continues after ``step``: forget what was logged after it (a kill between a log row
+        and the next checkpoint would otherwise leave those rows twice)."""
+
     def finish(self, summary: Mapping[str, Any]) -> None:
         """End of run with its final ``summary``."""
 
@@ -81,6 +85,17 @@ class ConsoleLogger(Logger):
             with self.file.open("a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def rewind(self, step: int) -> None:
+        """Drop the rows of ``metrics.jsonl`` logged after ``step`` (rewritten atomically)."""
+        if self.file is None or not self.file.exists():
+            return
+        rows = self.file.read_text().splitlines(keepends=True)
+        kept = [r for r in rows if not _after(r, step)]
+        if len(kept) != len(rows):
+            tmp = self.file.with_name(f".{self.file.name}.tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(self.file)
+
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
         """Print one line of step scalars (unless quiet) and append them to ``metrics.jsonl``."""
         self._write({"step": step, **metrics})
@@ -109,6 +124,14 @@ class ConsoleLogger(Logger):
     def finish(self, summary: Mapping[str, Any]) -> None:
         """Append the summary to the file."""
         self._write({"summary": dict(summary)})
+
+
+def _after(row: str, step: int) -> bool:
+    try:
+        record = json.loads(row)
+    except ValueError:
+        return True  # a row the kill cut in half
+    return isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step
 
 
 def build_logger(

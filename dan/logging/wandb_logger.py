@@ -208,6 +208,10 @@ class WandbLogger(Logger):
         """Console only."""
         self.console.message(text)
 
+    def rewind(self, step: int) -> None:
+        """The console's file only (a W&B run is a new run on resume)."""
+        self.console.rewind(step)
+
     def finish(self, summary: Mapping[str, Any]) -> None:
         """Write the summary and close the run."""
         self.console.finish(summary)

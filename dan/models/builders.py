@@ -105,6 +105,8 @@ def build_model(cfg: Mapping[str, Any] | DictConfig) -> DANModel:
     num_classes = cfg.get("num_classes")
     if type(num_classes) is not int:
         raise ConfigError(f"model.num_classes must be an int (the number of classes C), got {num_classes!r}")
+    if num_classes < 2:
+        raise ConfigError(f"model.num_classes must be at least 2 (a classifier of one class learns nothing), got {num_classes}")
     dim = cfg.get("dim", 64)
     if not isinstance(dim, int) or dim < 1:
         raise ConfigError(f"model.dim must be a positive int, got {dim!r}")

@@ -63,8 +63,8 @@ class DANModel(nn.Module):
                     f"model.{part} was built for modalities {sorted(built)} but the towers are {names}; "
                     "build every part for the same modalities"
                 )
-        if int(num_classes) < 1:
-            raise ConfigError(f"model.num_classes must be >= 1, got {num_classes}")
+        if int(num_classes) < 2:
+            raise ConfigError(f"model.num_classes must be at least 2, got {num_classes}")
         self.dim = dim = trunk.dim
         self.num_classes = int(num_classes)
         self.towers = nn.ModuleDict({m: towers[m] for m in names})
