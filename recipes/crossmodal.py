@@ -50,12 +50,8 @@ class CrossModalTask(BaseTask):
         self.modules = {"loss": self.loss_fn}
         self.train_batches = engine.loader(train, shuffle=True, drop_last=True)
         self.used = {s: self._used_rows(s) for s in ("val", "test")}
-        self.evaluator = PairEvaluator(
-            {s: self._eval_pairs(s) for s in ("val", "test")},
-            self._embeddings,
-            self.model.embedding_distance,
-            int(cfg.train.eval_batch_size),
-            engine.device,
+        self.evaluator = PairEvaluator.for_engine(
+            self._eval_pairs, self._embeddings, self.model.embedding_distance, engine
         )
         self.checkpoint_info = checkpoint_record(train, towers, metric_model=meta)
 

@@ -59,12 +59,8 @@ class SiameseTask(BaseTask):
             self.loss_fn = build_metric_loss(self.loss_name, **loss_kwargs)
             self.modules = {"loss": self.loss_fn}
             self.train_batches = engine.loader(train, shuffle=True, drop_last=True)
-        self.evaluator = PairEvaluator(
-            {s: self._eval_pairs(s) for s in ("val", "test")},
-            self._embeddings,
-            self.model.embedding_distance,
-            int(cfg.train.eval_batch_size),
-            engine.device,
+        self.evaluator = PairEvaluator.for_engine(
+            self._eval_pairs, self._embeddings, self.model.embedding_distance, engine
         )
         self.checkpoint_info = checkpoint_record(train, [self.modality], metric_model=meta)
 

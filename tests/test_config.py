@@ -65,6 +65,17 @@ def test_config_by_path(tmp_path: Path) -> None:
         ("recipe=nope", "recipe='nope' is not valid; valid choices: crossmodal, fusion, siamese"),
         ("train.heldout_fraction=1.5", "train.heldout_fraction must lie in (0, 1)"),
         ("epochs", "is not of the form key=value"),
+        ("optimizer.lr=nan", "optimizer.lr must be a finite number > 0, got nan"),
+        ("optimizer.lr=inf", "optimizer.lr must be a finite number > 0, got inf"),
+        ("optimizer.weight_decay=-1", "optimizer.weight_decay must be a finite number >= 0, got -1"),
+        ("optimizer.betas=[2,2]", "optimizer.betas[0] must lie in [0, 1), got 2"),
+        ("optimizer.betas=[0.9]", "optimizer.betas must be two numbers"),
+        ("optimizer.momentum=1.5", "optimizer.momentum must lie in [0, 1), got 1.5"),
+        ("seed=99999999999999999999", "seed must lie in [0, 9.22337e+18), got 99999999999999999999"),
+        ("seed=-1", "seed must lie in [0, 9.22337e+18), got -1"),
+        ("train.grad_clip=nan", "train.grad_clip must be a finite number >= 0, got nan"),
+        ("scheduler.min_lr=-0.1", "scheduler.min_lr must be a finite number >= 0"),
+        ("model.num_classes=1", "model.num_classes must be at least 2"),
     ],
 )
 def test_bad_values_give_one_line_errors(override: str, expected: str) -> None:

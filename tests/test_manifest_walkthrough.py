@@ -20,6 +20,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from PIL import Image
+from tiny_runs import signal_when
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "adding-a-modality.md"
@@ -102,13 +103,8 @@ def test_manifest_walkthrough_of_the_docs(tmp_path: Path) -> None:
         [sys.executable, "-m", "dan.cli", *shlex.split(train)[1:], "quiet=true"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
-    seen = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if "checkpoint saved" in line and "step=5" in line:
-            proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143, "".join(seen)
+    out = signal_when(proc, "(latest) step=5", signal.SIGTERM)
+    assert proc.returncode == 143, out
     last = tmp_path / "runs" / "my_data" / "last.pt"
     assert last.exists() and not (tmp_path / "runs" / "my_data" / "results.json").exists()
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_runs import signal_when
 
 from dan.data.synthetic import glyphs, render_images
 from dan.engine.checkpoint import load_checkpoint
@@ -67,23 +68,10 @@ def _train(args: list[str], out: Path, name: str, *extra: str) -> subprocess.Pop
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=REPO)
 
 
-def _signal_when(proc: subprocess.Popen[str], marker: str, sig: int) -> str:
-    seen = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if marker in line:
-            proc.send_signal(sig)
-            break
-    seen.append(proc.stdout.read())
-    proc.wait(timeout=120)
-    return "".join(seen)
-
-
 @pytest.mark.parametrize("recipe", ["siamese", "crossmodal"])
 def test_sigkill_then_resume_equals_uninterrupted(configs: dict[str, list[str]], tmp_path: Path, recipe: str) -> None:
     args = configs[recipe]
-    out = _signal_when(_train(args, tmp_path, "killed", "train.checkpoint_every=4"), "step=4", signal.SIGKILL)
+    out = signal_when(_train(args, tmp_path, "killed", "train.checkpoint_every=4"), "(latest) step=4", signal.SIGKILL)
     last = tmp_path / "killed" / "last.pt"
     progress = load_checkpoint(last)["progress"]
     assert progress["step"] == 4 and 0 < progress["batch"], out  # killed mid-epoch
@@ -109,7 +97,7 @@ def test_sigkill_then_resume_equals_uninterrupted(configs: dict[str, list[str]],
 @pytest.mark.parametrize("recipe", ["siamese", "crossmodal"])
 def test_sigterm_writes_a_checkpoint_and_exits_143(configs: dict[str, list[str]], tmp_path: Path, recipe: str) -> None:
     proc = _train(configs[recipe], tmp_path, "term", "train.epochs=200", "quiet=false")
-    out = _signal_when(proc, "step 3 ", signal.SIGTERM)
+    out = signal_when(proc, "step 3 ", signal.SIGTERM)
     assert proc.returncode == 143, out[-3000:]
     assert "stopped by SIGTERM" in out and "Traceback" not in out
     assert load_checkpoint(tmp_path / "term" / "last.pt")["progress"]["step"] >= 3

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_runs import tiny_run
+from tiny_runs import signal_when, tiny_run
 
 from dan.cli import main
 from dan.engine.checkpoint import load_checkpoint
@@ -51,15 +51,8 @@ def _kill_after_first_checkpoint(tmp_path: Path) -> Path:
         env=env,
         cwd=Path(__file__).resolve().parents[1],
     )
-    seen = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if "checkpoint saved" in line and "step=4" in line:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    out = signal_when(proc, "(latest) step=4", signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL, out
     return tmp_path / "killed" / "last.pt"
 
 

@@ -1,7 +1,9 @@
-"""Overrides that shrink the ``quickstart`` config to a synthetic run of a few seconds, shared by the CLI tests."""
+"""Shared by the CLI tests: overrides that shrink the ``quickstart`` config to a synthetic run of a few seconds,
+and signalling a training process at a line it prints (a checkpoint written, a step logged)."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Mapping
 
 BASE: dict[str, object] = {
@@ -22,3 +24,19 @@ def tiny_run(changes: Mapping[str, object] | None = None) -> list[str]:
     """``key=value`` overrides: ``BASE`` updated by ``changes``; a change to ``None`` drops that key."""
     merged = {**BASE, **(changes or {})}
     return [f"{key}={value}" for key, value in merged.items() if value is not None]
+
+
+def signal_when(proc: subprocess.Popen[str], marker: str, sig: int) -> str:
+    """Send ``sig`` to ``proc`` (a ``dan train`` with stdout piped, text mode) at the first line it prints that
+    holds ``marker`` (e.g. ``"(latest) step=4"``: the checkpoint of step 4 is written); wait for it to end and
+    return everything it printed."""
+    seen = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            proc.send_signal(sig)
+            break
+    seen.append(proc.stdout.read())
+    proc.wait(timeout=120)
+    return "".join(seen)

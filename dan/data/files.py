@@ -11,14 +11,15 @@ from pathlib import Path
 from dan.errors import DataFormatError, DataNotFoundError
 
 
-def regular_file(path: str | os.PathLike[str], missing: str = "no such file; check the path") -> Path:
-    """``path`` when it names a regular file (symlinks followed). DataNotFoundError (``PATH: missing``) when
-    nothing is there; DataFormatError naming what it is (a FIFO, a folder, a device, a symlink loop) otherwise."""
+def regular_file(path: str | os.PathLike[str], missing: str | None = None) -> Path:
+    """``path`` when it names a regular file (symlinks followed). DataNotFoundError when nothing is there
+    (``missing``, default ``PATH: no such file; check the path``); DataFormatError naming what it is (a FIFO,
+    a folder, a device, a symlink loop) otherwise."""
     path = Path(path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise DataNotFoundError(f"{path}: {missing}") from None
+        raise DataNotFoundError(missing or f"{path}: no such file; check the path") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise DataFormatError(f"{path} is a symlink loop; point it at a real file or remove it") from None

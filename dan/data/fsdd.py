@@ -128,12 +128,7 @@ def read_audio(path: Path) -> tuple[Tensor, int]:
     Channels are averaged. Raises DataNotFoundError for a missing file and DataFormatError naming the
     file for corrupt, truncated, empty or non-audio files.
     """
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        raise DataNotFoundError(
-            f"audio file {path} does not exist; check the path or the data root (DAN_DATA)"
-        )
-    regular_file(path)
+    path = regular_file(path, missing=f"audio file {path} does not exist; check the path or the data root (DAN_DATA)")
     truncated = _riff_truncation(path)
     if truncated:
         raise DataFormatError(

@@ -34,12 +34,17 @@ _MAGIC = {b"\x89PNG": "it is a PNG image", b"\xff\xd8": "it is a JPEG image", b"
 LAST, BEST = "last.pt", "best.pt"
 
 
+def package_version(name: str) -> str | None:
+    """The installed version of package ``name`` (None when it is not installed)."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def dan_version() -> str:
     """The installed dan version."""
-    try:
-        return version("dan")
-    except PackageNotFoundError:
-        return "unknown"
+    return package_version("dan") or "unknown"
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
@@ -98,15 +103,18 @@ def _discard(tmp: str | None) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
+def write_fix(folder: Path, exc: OSError) -> str:
+    """What to do when writing into ``folder`` failed with ``exc``: free space, make it writable, or move."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free space on the disk holding {folder} or set output_dir= to another disk"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"make {folder} writable or set output_dir= to a writable folder"
+    return "set output_dir= to a writable folder with free space"
+
+
 def _write_failure(path: Path, exc: OSError) -> str:
     kept = "the previous checkpoint there is intact" if path.exists() else "no checkpoint was written"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = f"free space on the disk holding {path.parent} or set output_dir= to another disk"
-    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        fix = f"make {path.parent} writable or set output_dir= to a writable folder"
-    else:
-        fix = "set output_dir= to a writable folder with free space"
-    return f"could not write checkpoint {path} ({exc.strerror or exc}); {kept}. Fix: {fix}"
+    return f"could not write checkpoint {path} ({exc.strerror or exc}); {kept}. Fix: {write_fix(path.parent, exc)}"
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
@@ -214,6 +222,14 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def improves(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` strictly beats ``best`` (None: nothing yet) in ``mode`` ``max`` or ``min``: the rule
+    that decides which checkpoint is ``best.pt``."""
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
 class CheckpointManager:
     """Keeps ``last.pt`` (every save) and ``best.pt`` (when ``metric`` improves) in ``run_dir``."""
 
@@ -235,9 +251,7 @@ class CheckpointManager:
 
     def improves(self, value: float) -> bool:
         """Whether ``value`` beats the best metric recorded so far."""
-        if self.best is None:
-            return True
-        return value > self.best if self.mode == "max" else value < self.best
+        return improves(value, self.best, self.mode)
 
     def save(self, state: Mapping[str, Any], metric: float | None = None) -> bool:
         """Write ``last.pt``; also ``best.pt`` when ``metric`` improves. Returns whether it was the best."""

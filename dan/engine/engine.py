@@ -532,10 +532,7 @@ class Engine:
         key, mode = self.cfg.train.early_stopping.metric, self.cfg.train.early_stopping.mode
         best: dict[str, Any] = {}
         for entry in self.history:
-            v = entry.get(key)
-            if v is None:
-                continue
-            if not best or (v > best[key] if mode == "max" else v < best[key]):
+            if key in entry and ckpt.improves(entry[key], best.get(key), mode):
                 best = entry
         return best
 
@@ -583,12 +580,6 @@ class Engine:
 def versions() -> dict[str, str]:
     """Versions of dan, Python, torch, torchaudio and torchvision, for a run's record."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
-    for name in ("dan", "torch", "torchaudio", "torchvision"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    packages = ("dan", "torch", "torchaudio", "torchvision")
+    return {"python": platform.python_version(), **{p: ckpt.package_version(p) or "not installed" for p in packages}}

@@ -34,6 +34,15 @@ class PairEvaluator:
     batch_size: int
     device: torch.device
 
+    @classmethod
+    def for_engine(
+        cls, eval_pairs: Callable[[str], tuple[Tensor, Tensor]], embed: Embed, distance: Distance, engine: Any
+    ) -> PairEvaluator:
+        """The validation and test pairs ``eval_pairs(split)`` gives, embedded in chunks of
+        ``train.eval_batch_size`` on the engine's device."""
+        pairs = {s: eval_pairs(s) for s in ("val", "test")}
+        return cls(pairs, embed, distance, int(engine.cfg.train.eval_batch_size), engine.device)
+
     @torch.no_grad()
     def distances(self, split: str) -> Tensor:
         """``[P]`` float64 distances of the split's pairs."""

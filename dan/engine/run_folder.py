@@ -11,7 +11,6 @@ writable and its disk not full, before any data is built.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import socket
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from dan.engine.checkpoint import write_fix
 from dan.errors import ConfigError
 
 try:
@@ -67,13 +67,9 @@ class RunFolder:
 
 
 def _unwritable(path: Path, exc: OSError) -> ConfigError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = f"free space on the disk holding {path} or set output_dir= to another disk"
-    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        fix = "set output_dir= to a writable folder (e.g. output_dir=runs)"
-    else:
-        fix = "set output_dir= to a writable folder with free space (e.g. output_dir=runs)"
-    return ConfigError(f"cannot write the run folder {path} ({exc.strerror or exc}); nothing was trained. Fix: {fix}")
+    return ConfigError(
+        f"cannot write the run folder {path} ({exc.strerror or exc}); nothing was trained. Fix: {write_fix(path, exc)}"
+    )
 
 
 def _lock(path: Path) -> IO[str]:
