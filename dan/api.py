@@ -143,9 +143,9 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> LoadedModel
     path = Path(path)
     state = load_checkpoint(path, map_location=map_location)
     config = state.get("config")
-    if not isinstance(config, dict) or "model" not in config:
+    if not isinstance(config, dict) or "model" not in config or "model" not in state:
         raise CheckpointError(
-            f"{path}: the checkpoint holds no model config; it was not written by a dan recipe"
+            f"{path}: the checkpoint holds no model or no model config; it was not written by a dan recipe"
         )
     meta = state.get("metric_model")
     if isinstance(meta, dict):
@@ -153,14 +153,23 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> LoadedModel
             f"{path} is a {meta.get('kind')} checkpoint of the {config.get('recipe')} recipe, not a classifier; "
             f"compare two inputs with it: dan verify {path} A B"
         )
-    with torch.device("meta"):  # the stored config's shapes are checked against the stored weights first:
-        skeleton = build_model(config["model"])  # a config claiming a huge model costs no memory here
+    try:
+        with torch.device("meta"):  # the stored config's shapes are checked against the stored weights first:
+            skeleton = build_model(config["model"])  # a config claiming a huge model costs no memory here
+    except Exception as exc:  # the stored config is data from a file: any failure to build from it is the file's
+        raise CheckpointError(f"{path}: its stored model config does not build a model ({_reason(exc)}); "
+                              "it was not written by dan or was altered: use another copy") from None
     load_model_state(skeleton, state["model"], source=str(path), shapes_only=True)
     try:
         preprocessing = Preprocessing(state.get("preprocessing") or {})
-    except DanError as exc:
-        raise CheckpointError(f"{path}: its stored preprocessing is invalid ({exc}); it was not written by dan") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: its stored preprocessing is invalid ({_reason(exc)}); it was not written "
+                              "by dan or was altered: use another copy") from None
     model = build_model(config["model"])
     load_model_state(model, state["model"], source=str(path))
     model.to(map_location)
     return LoadedModel(model, preprocessing, config, path, state.get("manifest_hash", ""))
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, DanError) else f"{type(exc).__name__}: {exc}"

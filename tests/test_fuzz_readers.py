@@ -11,67 +11,17 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
-import signal
 import struct
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, settings
+from fuzzing import FUZZ, outcome, watchdog
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from dan.data import fsdd, mnist
 from dan.errors import DanError
-
-EXAMPLES = int(os.environ.get("DAN_FUZZ_EXAMPLES", "300"))
-HANG_SECONDS = 20
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,  # timing is the watchdog's job; a slow CI machine is not a failure
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
-
-
-class Hang(Exception):
-    """A reader ran longer than HANG_SECONDS on one input."""
-
-
-@contextmanager
-def watchdog(seconds: float = HANG_SECONDS) -> Iterator[None]:
-    """Raise Hang in the main thread when the block runs past ``seconds`` (POSIX interval timer)."""
-    if not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def fire(signum: int, frame: Any) -> None:
-        raise Hang(f"no result after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def outcome(read: Callable[[], Any], path: Path) -> Any:
-    """``read()``'s data, or None after a DanError that names ``path``; anything else fails the test."""
-    with watchdog():
-        try:
-            result = read()
-        except DanError as exc:
-            assert str(path) in str(exc), f"error does not name the file: {exc}"
-            event(f"outcome: {type(exc).__name__}")
-            return None
-    event("outcome: data")
-    return result
-
 
 # ---------------------------------------------------------------- WAV
 U16 = st.one_of(st.sampled_from([0, 1, 2, 3, 8, 16, 24, 32, 64, 0xFFFE, 0xFFFF]), st.integers(0, 0xFFFF))

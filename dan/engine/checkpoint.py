@@ -17,7 +17,7 @@ import os
 import pickle
 import random
 import tempfile
-import zipfile
+import warnings
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,6 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from dan.engine.checkpoint_integrity import (
+    CHECKSUMS,
+    check_archive,
+    check_checksums,
+    check_structure,
+    tensor_checksums,
+)
 from dan.errors import CheckpointError
 
 FORMAT = "dan-checkpoint/1"
@@ -55,6 +62,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     """
     path = Path(path)
     payload = {"format": FORMAT, "dan_version": dan_version(), **state}
+    payload[CHECKSUMS] = tensor_checksums({k: v for k, v in payload.items() if k != CHECKSUMS})
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +128,8 @@ def _write_failure(path: Path, exc: OSError) -> str:
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
-    Raises CheckpointError where the file is missing, truncated, not a dan checkpoint, or holds pickled
+    Raises CheckpointError naming the file where it is missing, truncated, damaged (a member's CRC-32 or a
+    tensor's recorded checksum differs), not a dan checkpoint, holds entries of the wrong type, or holds pickled
     objects other than tensors and plain values (a file crafted to run code is refused, never executed).
     """
     path = Path(path)
@@ -133,8 +142,12 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         raise CheckpointError(
             f"{path} is not a dan checkpoint ({kind}); pass the best.pt or last.pt a dan train run wrote"
         )
+    if magic.startswith(b"PK"):
+        check_archive(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a damaged protocol byte makes torch warn before it fails or loads
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).splitlines()
         detail = next(
@@ -145,16 +158,18 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             f"{path}: refused to load: it holds pickled objects that are not plain tensors or values "
             f"({detail.strip()}); only load checkpoints from sources you trust, re-saved with dan"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # a damaged pickle can fail in the unpickler with any exception type
+        first = str(exc).splitlines()[0] if str(exc) else ""
         raise CheckpointError(
-            f"{path}: unreadable or truncated checkpoint ({first}); use another copy"
+            f"{path}: unreadable or truncated checkpoint ({type(exc).__name__}: {first}); use another copy"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: not a dan checkpoint (format {found!r}, expected {FORMAT!r})")
-    weights = state.get("model")
-    bad = nonfinite_tensors(weights) if isinstance(weights, Mapping) else []
+    check_structure(path, state)
+    check_checksums(path, state)
+    weights = state.get("model") or {}
+    bad = nonfinite_tensors(weights)
     if bad:
         raise CheckpointError(
             f"{path}: {len(bad)} of {len(weights)} weight tensors hold NaN or Inf ({_brief(bad, 3)}); it cannot be "
