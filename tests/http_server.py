@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,7 +23,9 @@ class LocalHTTPServer:
 
     Knobs (change them between requests): ``drop_after`` (close the connection after that many body
     bytes, for the next ``drops`` responses; ``drops=-1`` for every response), ``ignore_range`` (answer
-    200 with the whole file even to a Range request), ``missing`` (names answered 404 even if present).
+    200 with the whole file even to a Range request), ``missing`` (names answered 404 even if present),
+    ``trickle`` (send the body one byte per that many seconds), ``endless`` (answer 200 with no
+    Content-Length and zeros until the client hangs up), ``claim_length`` (send this Content-Length).
     """
 
     def __init__(self, folder: Path) -> None:
@@ -31,6 +34,9 @@ class LocalHTTPServer:
         self.drops = 1
         self.ignore_range = False
         self.missing: set[str] = set()
+        self.trickle: float | None = None
+        self.endless = False
+        self.claim_length: int | None = None
         self.requests: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -74,6 +80,9 @@ class LocalHTTPServer:
                 range_header = self.headers.get("Range")
                 server.requests.append((name, range_header))
                 path = server.folder / name
+                if server.endless:
+                    self._send_endless()
+                    return
                 if name in server.missing or not path.is_file():
                     self.send_error(404, "Not Found")
                     return
@@ -92,12 +101,15 @@ class LocalHTTPServer:
                 body = data[start:]
                 self.send_response(status)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(server.claim_length or len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.end_headers()
                 cut = server._take_drop()
+                if server.trickle is not None:
+                    self._send_trickle(body, server.trickle)
+                    return
                 if cut is None:
                     self.wfile.write(body)
                     return
@@ -105,6 +117,26 @@ class LocalHTTPServer:
                 self.wfile.flush()
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+            def _send_endless(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                zeros = bytes(1 << 16)
+                try:
+                    while True:
+                        self.wfile.write(zeros)
+                except OSError:
+                    self.close_connection = True
+
+            def _send_trickle(self, body: bytes, seconds: float) -> None:
+                try:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(seconds)
+                except OSError:
+                    self.close_connection = True
 
         return Handler
 

@@ -125,3 +125,13 @@ def test_rng_state_roundtrip(tmp_path: Path) -> None:
     set_rng_state(load_checkpoint(path)["rng"])
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
     assert os.listdir(tmp_path) == ["r.pt"]
+
+
+def test_a_checkpoint_gets_the_mode_of_any_new_file(tmp_path: Path) -> None:
+    """mkstemp's private 0600 is not kept: a group sharing a runs folder can read the checkpoints."""
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "c.pt", {"progress": {"step": 1}})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -194,7 +194,7 @@ def test_load_waveforms_raise_and_skip(shared_data: Path, tmp_path: Path) -> Non
 def test_manifest_matches_code() -> None:
     release = json.loads((REPO / "datasets" / "fsdd.json").read_text())["release"]
     assert release["url"] == fsdd.FSDD_URL and release["sha256"] == fsdd.FSDD_SHA256
-    assert release["version"] == fsdd.FSDD_VERSION
+    assert release["version"] == fsdd.FSDD_VERSION and release["bytes"] == fsdd.FSDD_BYTES
 
 
 def _release_zip(

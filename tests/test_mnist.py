@@ -48,6 +48,7 @@ def test_manifest_matches_code() -> None:
     manifest = json.loads((REPO / "datasets" / "mnist.json").read_text())
     files = {f["name"]: f["md5"] for f in manifest["files"]}
     assert files == {n: md5 for split in mnist.OFFICIAL_FILES.values() for n, md5 in split.values()}
+    assert {f["name"]: f["bytes"] for f in manifest["files"]} == mnist.OFFICIAL_BYTES
     assert manifest["mirrors"] == mnist.MIRRORS
 
 
@@ -117,7 +118,7 @@ def test_truncated_gzip_names_file(shared_data: Path, tmp_path: Path) -> None:
     shutil.copy(shared_data / "mnist" / LABELS, folder / LABELS)
     data = (shared_data / "mnist" / IMAGES).read_bytes()
     (folder / IMAGES).write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataFormatError, match=f"{folder / IMAGES}: not a valid gzip file"):
+    with pytest.raises(DataFormatError, match=f"{folder / IMAGES}: truncated or corrupt idx file"):
         mnist.load_mnist(tmp_path, "test")
 
 

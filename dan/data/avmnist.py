@@ -227,7 +227,9 @@ def _build_payload(
     from dan.data.splits import parse_split
 
     mnist_data = {base: mnist.load_mnist(root, base) for base in bases}
-    waves, kept = fsdd.load_waveforms(recordings, cfg.audio.sample_rate, on_error=cfg.on_bad_file)
+    waves, kept = fsdd.load_waveforms(
+        recordings, cfg.audio.sample_rate, on_error=cfg.on_bad_file, max_seconds=cfg.audio.duration_s
+    )
     row_of = {r.path.name: i for i, r in enumerate(kept)}
     lengths = torch.tensor([w.shape[-1] for w in waves])
     padded = pad_or_trim(waves, cfg.audio.num_samples)

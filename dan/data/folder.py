@@ -98,7 +98,7 @@ def load_folder_tree(
     items, labels, kept, bad = [], [], [], []
     for f, label in files:
         try:
-            items.append(read_image(f, image_size) if modality == "image" else read_wav(f, cfg.sample_rate))
+            items.append(read_image(f, image_size) if modality == "image" else read_wav(f, cfg.sample_rate, cfg.duration_s))
         except (DataFormatError, DataNotFoundError):
             if on_error == "raise":
                 raise

@@ -31,10 +31,13 @@ FSDD_SPLITS = ("train", "test")
 TEST_INDICES = range(0, 5)
 ON_ERROR = ("raise", "skip")
 MAX_SAMPLES = 1 << 28  # per file, all channels (1 GiB as float32): hours of audio
+READ_MARGIN_S = 2.0  # past the used duration: covers torchaudio's resampling filter and block at any allowed rate
+MAX_RECORDING_BYTES = 16 << 20  # an archive member inflating past this is no spoken digit (FSDD's largest: 40 kB)
 MAX_RESAMPLE_KERNEL = 1 << 24  # reduced rate ratio p x q; 44100->8000 is 441 x 80, a coprime 7919 Hz is 7919 x 8000
 FSDD_VERSION = "v1.0.10"
 FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/{FSDD_VERSION}.zip"
-# Observed by a third-party audit of the codeload archive (16,419,872 bytes); see datasets/fsdd.json.
+# Observed by a third-party audit of the codeload archive; see datasets/fsdd.json.
+FSDD_BYTES = 16_419_872
 FSDD_SHA256: str | None = "c680098f5d2355ba7cc4bd8b0ca9e0a24c00ebe3b4c552208889a4d28d4fbc2b"
 NAME_PATTERN = re.compile(r"^(?P<digit>\d)_(?P<speaker>.+)_(?P<index>\d+)\.wav$", re.IGNORECASE)
 NOT_FOUND_FIX = (
@@ -122,10 +125,11 @@ def _riff_truncation(path: Path) -> str | None:
     return None
 
 
-def read_audio(path: Path) -> tuple[Tensor, int]:
+def read_audio(path: Path, max_seconds: float | None = None) -> tuple[Tensor, int]:
     """Any soundfile-readable audio file -> mono float32 waveform ``[T]`` in [-1, 1] at its own rate, and that rate.
 
-    Channels are averaged. Raises DataNotFoundError for a missing file and DataFormatError naming the
+    Channels are averaged. With ``max_seconds`` only the first ``max_seconds`` + ``READ_MARGIN_S`` seconds are
+    read (what a fixed-duration feature uses, with room for the resampler's filter), whatever the file's length. Raises DataNotFoundError for a missing file and DataFormatError naming the
     file for corrupt, truncated, empty or non-audio files.
     """
     path = regular_file(path, missing=f"audio file {path} does not exist; check the path or the data root (DAN_DATA)")
@@ -137,7 +141,8 @@ def read_audio(path: Path) -> tuple[Tensor, int]:
     try:
         with sf.SoundFile(path) as f:
             rate = _check_header(path, f.samplerate, f.frames * f.channels)
-            data = f.read(dtype="float32", always_2d=True)
+            frames = -1 if max_seconds is None else math.ceil((max_seconds + READ_MARGIN_S) * rate)
+            data = f.read(frames, dtype="float32", always_2d=True)
     except DataFormatError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError, MemoryError) as exc:
@@ -167,13 +172,15 @@ def _check_header(path: Path, rate: int, samples: int) -> int:
     return int(rate)
 
 
-def read_wav(path: Path, sample_rate: int) -> Tensor:
+def read_wav(path: Path, sample_rate: int, max_seconds: float | None = None) -> Tensor:
     """A WAV file -> mono float32 waveform ``[T]`` in [-1, 1] at ``sample_rate`` (resampled when it differs).
+    With ``max_seconds`` only the start of a long file is read (see :func:`read_audio`); the first
+    ``max_seconds`` of the result equal those of the whole file's.
 
     Raises DataFormatError naming the file for corrupt, truncated, empty or non-WAV files, and for a rate
     whose ratio to ``sample_rate`` reduces to numbers so large that resampling would take gigabytes.
     """
-    wave, rate = read_audio(path)
+    wave, rate = read_audio(path, max_seconds)
     if rate != sample_rate:
         g = math.gcd(rate, sample_rate)
         if (rate // g) * (sample_rate // g) > MAX_RESAMPLE_KERNEL:
@@ -187,9 +194,10 @@ def read_wav(path: Path, sample_rate: int) -> Tensor:
 
 
 def load_waveforms(
-    recordings: Iterable[Recording], sample_rate: int, on_error: str = "raise"
+    recordings: Iterable[Recording], sample_rate: int, on_error: str = "raise", max_seconds: float | None = None
 ) -> tuple[list[Tensor], list[Recording]]:
-    """Read every recording at ``sample_rate``: waveforms ``[T_i]`` and the recordings kept.
+    """Read every recording at ``sample_rate`` (at most the first ``max_seconds`` of each, see :func:`read_wav`):
+    waveforms ``[T_i]`` and the recordings kept.
 
     ``on_error="raise"`` stops at the first unreadable file; ``"skip"`` drops such files and warns once
     with their count and names. Any other value is a ConfigError.
@@ -199,7 +207,7 @@ def load_waveforms(
     waves, kept, bad = [], [], []
     for rec in recordings:
         try:
-            waves.append(read_wav(rec.path, sample_rate))
+            waves.append(read_wav(rec.path, sample_rate, max_seconds))
         except (DataFormatError, DataNotFoundError):
             if on_error == "raise":
                 raise
@@ -250,11 +258,12 @@ def download_fsdd(
     Returns the recordings folder. Raises DownloadError (network, checksum) or DataFormatError (bad archive,
     unsafe member, no recordings inside).
     """
+    size = None
     if url is None:
-        url, sha256 = FSDD_URL, sha256 or FSDD_SHA256
+        url, sha256, size = FSDD_URL, sha256 or FSDD_SHA256, FSDD_BYTES
     folder = Path(root) / "fsdd"
     archive = download_file(
-        [url], folder / f"fsdd-{PurePosixPath(url).name}", sha256=sha256, progress=progress
+        [url], folder / f"fsdd-{PurePosixPath(url).name}", sha256=sha256, progress=progress, size=size
     )
     if not sha256:
         warnings.warn(
@@ -267,7 +276,7 @@ def download_fsdd(
         keep = len(member.parts) >= 2 and member.parts[-2] == "recordings" and NAME_PATTERN.match(member.name)
         return f"recordings/{member.name}" if keep else None
 
-    if not extract_zip(archive, folder, pick):
+    if not extract_zip(archive, folder, pick, max_member_bytes=MAX_RECORDING_BYTES):
         raise DataFormatError(
             f"{archive} holds no recordings/{{digit}}_{{speaker}}_{{index}}.wav; it is not an FSDD release: "
             "delete it and download again"

@@ -55,7 +55,9 @@ class FsddDataset:
                 raise ConfigError(
                     f"data.{split}_speakers={names} must name speakers of the data; speakers found: {', '.join(speakers)}"
                 )
-        waves, kept = fsdd.load_waveforms(recs, self.features.sample_rate, on_error=self.on_bad_file)
+        waves, kept = fsdd.load_waveforms(
+            recs, self.features.sample_rate, on_error=self.on_bad_file, max_seconds=self.features.duration_s
+        )
         feats = compute_features(pad_or_trim(waves, self.features.num_samples), self.features)
         split_of = {s: k for k, names in held.items() for s in names}
         which = [split_of.get(r.speaker, "train") for r in kept]

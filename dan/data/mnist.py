@@ -1,24 +1,24 @@
 """MNIST idx files: the official file table, loading any MNIST-format files, checking and downloading them.
 
 Files live in ``<data root>/mnist/``, gzipped (``t10k-images-idx3-ubyte.gz``) or raw
-(``t10k-images-idx3-ubyte``). Parsing is torchvision's idx reader; gzipped files are decompressed to a
-temporary file, never into the (possibly read-only) data folder.
+(``t10k-images-idx3-ubyte``). Gzipped files are decompressed in memory, only as far as the header says the
+body reaches, never into the (possibly read-only) data folder.
 """
 
 from __future__ import annotations
 
 import gzip
-import shutil
-import tempfile
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor
 from torchvision.datasets import MNIST
-from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
 from dan.data.download import download_file, file_hash
+from dan.data.files import regular_file
 from dan.errors import ConfigError, DataFormatError, DataNotFoundError
 
 MNIST_SPLITS = ("train", "test")
@@ -33,6 +33,10 @@ OFFICIAL_FILES: dict[str, dict[str, tuple[str, str]]] = {
         for name in [f"{_PREFIX[split]}-{kind}-{suffix}.gz"]
     }
     for split in MNIST_SPLITS
+}
+OFFICIAL_BYTES: dict[str, int] = {
+    "train-images-idx3-ubyte.gz": 9_912_422, "train-labels-idx1-ubyte.gz": 28_881,
+    "t10k-images-idx3-ubyte.gz": 1_648_877, "t10k-labels-idx1-ubyte.gz": 4_542,
 }
 IDX_UBYTE = 0x08
 NOT_FOUND_FIX = (
@@ -86,47 +90,65 @@ def mnist_files(root: Path, split: str) -> list[Path]:
 def read_idx(path: Path, ndim: int) -> Tensor:
     """An idx file of unsigned bytes with ``ndim`` dimensions (gzip or raw) -> uint8 tensor of its shape.
 
-    Raises DataFormatError naming the file for a bad magic number, a bad gzip stream or a body whose
-    size does not match the header.
+    The 16-byte header is checked before the body is touched: the body must be exactly as long as the header's
+    shape says (for gzip, the size its trailer records must agree), and only that many bytes are ever read or
+    decompressed, so a small file claiming or inflating to gigabytes is refused at once. Raises
+    DataFormatError naming the file for a bad magic number, a bad gzip stream or a body that does not match.
     """
-    path = Path(path)
-    if path.suffix != ".gz":
-        return _parse_idx(path, path, ndim)
-    with tempfile.TemporaryDirectory(prefix="dan-mnist-") as tmp:
-        raw = Path(tmp) / path.stem
-        try:
-            with gzip.open(path, "rb") as src, open(raw, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataFormatError(
-                f"{path}: not a valid gzip file ({exc}); delete it and download it again"
-            ) from None
-        return _parse_idx(raw, path, ndim)
+    path = regular_file(path, missing=f"idx file {path} does not exist; {NOT_FOUND_FIX}")
+    gz = path.suffix == ".gz"
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            header = f.read(4 + 4 * ndim)
+            dims = _idx_dims(path, header, ndim)
+            body_bytes = math.prod(dims)
+            stored = _gzip_isize(path) if gz else path.stat().st_size
+            whole = len(header) + body_bytes
+            if (whole % (1 << 32) if gz else whole) != stored:
+                holds = (
+                    f"the gzip trailer records {stored} bytes uncompressed (a cut or damaged download, or a body "
+                    "longer than its shape)" if gz else f"it holds {stored} bytes"
+                )
+                raise DataFormatError(
+                    f"{path}: truncated or corrupt idx file: header says shape {dims} ({whole} bytes with the "
+                    f"header) but {holds}; delete it and download it again"
+                )
+            body = f.read(body_bytes)
+            extra = f.read(1)
+    except DataFormatError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataFormatError(f"{path}: not a valid gzip file ({exc}); delete it and download it again") from None
+    if len(body) != body_bytes or extra:
+        found = "more" if extra else f"{len(body)}"
+        raise DataFormatError(
+            f"{path}: truncated or corrupt idx body (header says shape {dims}, {body_bytes} bytes; found {found}); "
+            "delete it and download it again"
+        )
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims) if body_bytes else torch.zeros(dims, dtype=torch.uint8)
 
 
-def _parse_idx(raw: Path, shown: Path, ndim: int) -> Tensor:
-    with open(raw, "rb") as f:
-        header = f.read(4 + 4 * ndim)
+def _idx_dims(path: Path, header: bytes, ndim: int) -> list[int]:
     expected_magic = (IDX_UBYTE << 8) | ndim
     if len(header) < 4 or int.from_bytes(header[:4], "big") != expected_magic:
         got = f"0x{int.from_bytes(header[:4], 'big'):08x}" if len(header) >= 4 else f"{len(header)} bytes"
         raise DataFormatError(
-            f"{shown}: bad magic number {got}, expected 0x{expected_magic:08x} (idx, unsigned bytes, {ndim}-d); "
+            f"{path}: bad magic number {got}, expected 0x{expected_magic:08x} (idx, unsigned bytes, {ndim}-d); "
             "this is not an MNIST-format file"
         )
-    dims = (
-        [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-        if len(header) == 4 + 4 * ndim
-        else []
-    )
-    try:
-        x = read_sn3_pascalvincent_tensor(str(raw), strict=True)
-    except (AssertionError, RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
-        raise DataFormatError(
-            f"{shown}: truncated or corrupt idx body (header says shape {dims or 'unreadable'}; {exc or type(exc).__name__}); "
-            "delete it and download it again"
-        ) from None
-    return x
+    if len(header) < 4 + 4 * ndim:
+        raise DataFormatError(f"{path}: truncated idx header ({len(header)} bytes); delete it and download it again")
+    return [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+
+
+def _gzip_isize(path: Path) -> int:
+    """The uncompressed size (mod 2^32) a gzip file's trailer records."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() < 18:
+            raise DataFormatError(f"{path}: not a valid gzip file (too short); delete it and download it again")
+        f.seek(-4, 2)
+        return int.from_bytes(f.read(4), "little")
 
 
 def load_mnist(root: Path, split: str) -> tuple[Tensor, Tensor]:
@@ -176,5 +198,7 @@ def download_mnist(
         _check_split(split)
         for name, md5 in OFFICIAL_FILES[split].values():
             urls = [m.rstrip("/") + "/" + name for m in mirrors]
-            paths.append(download_file(urls, mnist_dir(root) / name, md5=md5, progress=progress))
+            paths.append(
+                download_file(urls, mnist_dir(root) / name, md5=md5, progress=progress, size=OFFICIAL_BYTES[name])
+            )
     return paths

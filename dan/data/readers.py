@@ -304,7 +304,7 @@ class AudioReader(Reader):
     def read(self, value: Value, base: Path | None = None) -> Tensor:
         from dan.data.fsdd import read_wav
 
-        return self.waveform(read_wav(resolve_path(value, base), self.features.sample_rate))
+        return self.waveform(read_wav(resolve_path(value, base), self.features.sample_rate, self.features.duration_s))
 
     def waveform(self, wave: Tensor, sample_rate: int | None = None) -> Tensor:
         """A waveform ``[L]`` or ``[channels, L]`` at ``sample_rate`` (default: the configured one) -> ``[1, F, T]``."""

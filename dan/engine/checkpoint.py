@@ -67,6 +67,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint gets the mode any new file gets
         with os.fdopen(fd, "wb") as f:
             writer = _Writer(f)
             try:
@@ -103,6 +104,12 @@ class _Writer:
 
     def flush(self) -> None:
         self.f.flush()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _discard(tmp: str | None) -> None:
@@ -145,8 +152,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     if magic.startswith(b"PK"):
         check_archive(path)
     try:
-        with warnings.catch_warnings():  # a damaged protocol byte makes torch warn before it fails or loads
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        with warnings.catch_warnings():  # a damaged pickle makes torch warn before it fails: the error says it all
+            warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).splitlines()
