@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dan.data.augment import build_augment
+from dan.data.augment import build_augment, warp_spectrograms
 from dan.data.features import FeatureConfig, compute_features
 from dan.errors import ConfigError
 
@@ -46,8 +46,58 @@ def test_utterance_norm_removes_each_recordings_mean_over_time() -> None:
     [
         ({"image": {"shfit": 2}}, "unknown key augment.image.shfit; valid keys: shift, rotate (images)"),
         ({"audio": {"freq_mask": -1}}, "augment.audio: every value must be >= 0"),
+        ({"audio": {"freq_warp": 1.2}}, "augment.audio: freq_warp and time_stretch are fractions"),
     ],
 )
 def test_bad_keys_are_named(cfg: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_augment(cfg)
+
+
+def _ridge(band: int, frame: int) -> torch.Tensor:
+    x = torch.zeros(64, 1, 40, 63)
+    x[:, :, band, :] += 1.0
+    x[:, :, :, frame] += 1.0
+    return x
+
+
+def _peaks(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: the band of the horizontal ridge and the frame of the vertical one."""
+    return out.mean(dim=3)[:, 0].argmax(dim=1), out.mean(dim=2)[:, 0].argmax(dim=1)
+
+
+def test_warps_move_bands_and_frames_by_the_drawn_factors() -> None:
+    x = _ridge(band=30, frame=20)
+    assert warp_spectrograms(x) is x
+    torch.manual_seed(0)
+    bands, frames = _peaks(warp_spectrograms(x, freq_warp=0.15))
+    # a band b of the output reads input band b / a: the ridge at 30 lands at 30 * a, a in [0.85, 1.15]
+    assert bands.min() >= 25 and bands.max() <= 35 and len(set(bands.tolist())) >= 5
+    assert torch.equal(frames, torch.full_like(frames, 20))
+    torch.manual_seed(0)
+    bands, frames = _peaks(warp_spectrograms(x, time_shift=4))
+    assert torch.equal(bands, torch.full_like(bands, 30))
+    assert frames.min() >= 16 and frames.max() <= 24 and len(set(frames.tolist())) >= 5
+    torch.manual_seed(0)
+    _, frames = _peaks(warp_spectrograms(x, time_stretch=0.2))
+    assert frames.min() >= 16 and frames.max() <= 25 and len(set(frames.tolist())) >= 4
+
+
+def test_warps_are_anchored_at_the_lowest_band_and_first_frame() -> None:
+    x = torch.zeros(32, 1, 40, 63)
+    x[:, :, 0, :] = 1.0
+    x[:, :, :, 0] = 1.0
+    torch.manual_seed(3)
+    out = warp_spectrograms(x, freq_warp=0.2, time_stretch=0.2)
+    assert torch.allclose(out[:, :, 0, :], x[:, :, 0, :], atol=1e-5)
+    assert torch.allclose(out[:, :, :, 0], x[:, :, :, 0], atol=1e-5)
+
+
+def test_audio_augment_with_warps_is_seeded() -> None:
+    aug = build_augment({"audio": {"freq_warp": 0.1, "time_stretch": 0.1, "time_shift": 3, "freq_mask": 4}})
+    x = torch.randn(8, 1, 40, 63)
+    torch.manual_seed(5)
+    a = aug({"audio": x})["audio"]
+    torch.manual_seed(5)
+    b = aug({"audio": x})["audio"]
+    assert torch.equal(a, b) and a.shape == x.shape and not torch.equal(a, x)

@@ -3,7 +3,8 @@
 ```yaml
 augment:
   image: {shift: 2, rotate: 10}     # pixels, degrees: a random affine per sample
-  audio: {freq_mask: 8, time_mask: 10, masks: 2, noise: 0.1}   # SpecAugment masks, Gaussian noise
+  audio: {freq_mask: 8, time_mask: 10, masks: 2, noise: 0.1,   # SpecAugment masks, Gaussian noise
+          freq_warp: 0.1, time_stretch: 0.1, time_shift: 4}     # new voices: vocal tract, speed, onset
 ```
 
 Transforms run batched on the batch's device and draw from torch's seeded global RNG (restored on resume);
@@ -24,7 +25,7 @@ from dan.errors import ConfigError
 
 Batch = dict[str, Tensor]
 IMAGE_KEYS = ("shift", "rotate")
-AUDIO_KEYS = ("freq_mask", "time_mask", "masks", "noise")
+AUDIO_KEYS = ("freq_mask", "time_mask", "masks", "noise", "freq_warp", "time_stretch", "time_shift")
 
 
 def augment_images(x: Tensor, shift: float = 0.0, rotate: float = 0.0) -> Tensor:
@@ -39,14 +40,40 @@ def augment_images(x: Tensor, shift: float = 0.0, rotate: float = 0.0) -> Tensor
     return F.grid_sample(x, grid, align_corners=False, padding_mode="border")
 
 
+def warp_spectrograms(x: Tensor, freq_warp: float = 0.0, time_stretch: float = 0.0, time_shift: float = 0.0) -> Tensor:
+    """Per-sample warps of features ``x [B, C, F, T]`` (same shape), batched on ``x``'s device: the frequency
+    axis scaled by a factor drawn from [1 - freq_warp, 1 + freq_warp] about the lowest band (vocal tract
+    length perturbation, Jaitly & Hinton 2013, applied to the mel axis: a longer or shorter vocal tract moves
+    every formant by one factor), the time axis by one from [1 - time_stretch, 1 + time_stretch] about the first
+    frame (speaking rate; the feature-space counterpart of speed perturbation), then shifted by up to
+    ``time_shift`` frames either way (onset). Edges repeat the border bins. Draws from torch's seeded global RNG."""
+    b, _, _, t = x.shape
+    if not (freq_warp or time_stretch or time_shift):
+        return x
+
+    def draw(scale: float) -> Tensor:
+        return (torch.rand(b) * 2 - 1) * scale
+
+    a, s = 1 + draw(freq_warp), 1 + draw(time_stretch)
+    d = draw(time_shift) * 2 / max(t - 1, 1)
+    zero = torch.zeros(b)
+    theta = torch.stack([torch.stack([1 / s, zero, 1 / s - 1 - d], 1), torch.stack([zero, 1 / a, 1 / a - 1], 1)], 1)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, align_corners=True, padding_mode="border")
+
+
 def augment_spectrograms(
-    x: Tensor, freq_mask: int = 0, time_mask: int = 0, masks: int = 1, noise: float = 0.0
+    x: Tensor, freq_mask: int = 0, time_mask: int = 0, masks: int = 1, noise: float = 0.0,
+    freq_warp: float = 0.0, time_stretch: float = 0.0, time_shift: float = 0.0,
 ) -> Tensor:
-    """SpecAugment on features ``x [B, C, F, T]`` (same shape): ``masks`` frequency bands of up to
-    ``freq_mask`` rows and ``masks`` time spans of up to ``time_mask`` frames set to the mean (0 for
-    standardised features), each drawn per sample (torchaudio's ``mask_along_axis_iid``), then Gaussian
-    noise of std ``noise`` (standardised units). Draws from torch's seeded global RNG."""
+    """Augmentation of features ``x [B, C, F, T]`` (same shape): first :func:`warp_spectrograms`, then
+    SpecAugment: ``masks`` frequency bands of up to ``freq_mask`` rows and ``masks`` time spans of up to
+    ``time_mask`` frames set to the mean (0 for standardised features), each drawn per sample (torchaudio's
+    ``mask_along_axis_iid``), then Gaussian noise of std ``noise`` (standardised units). Draws from torch's
+    seeded global RNG."""
     import torchaudio.functional as AF
+
+    x = warp_spectrograms(x, freq_warp, time_stretch, time_shift)
 
     for _ in range(masks):
         if freq_mask:
@@ -69,7 +96,10 @@ def _transform(m: str, spec: dict[str, Any]) -> Callable[[Tensor], Tensor]:
     if keys == AUDIO_KEYS:
         f, t = int(spec.get("freq_mask", 0)), int(spec.get("time_mask", 0))
         n, noise = int(spec.get("masks", 1)), float(spec.get("noise", 0.0))
-        return lambda x: augment_spectrograms(x, f, t, n, noise)
+        warps = {k: float(spec.get(k, 0.0)) for k in ("freq_warp", "time_stretch", "time_shift")}
+        if warps["freq_warp"] >= 1 or warps["time_stretch"] >= 1:
+            raise ConfigError(f"augment.{m}: freq_warp and time_stretch are fractions in [0, 1), got {spec}")
+        return lambda x: augment_spectrograms(x, f, t, n, noise, **warps)
     shift, rotate = float(spec.get("shift", 0.0)), float(spec.get("rotate", 0.0))
     return lambda x: augment_images(x, shift, rotate)
 
@@ -78,7 +108,8 @@ def build_augment(cfg: Mapping[str, Any] | None) -> Callable[[Mapping[str, Tenso
     """``augment`` config ``{modality: {...}}`` -> a transform of training batches (identity when empty).
 
     A modality takes image keys (``shift``, ``rotate``: a random affine) or spectrogram keys
-    (``freq_mask``, ``time_mask``, ``masks``, ``noise``: SpecAugment); both act on ``[B, C, H, W]`` inputs.
+    (``freq_mask``, ``time_mask``, ``masks``, ``noise``: SpecAugment; ``freq_warp``, ``time_stretch``,
+    ``time_shift``: :func:`warp_spectrograms`); both act on ``[B, C, H, W]`` inputs.
     A ConfigError names any other key. Masked samples (``<m>_mask`` False) are transformed too: the model
     ignores them.
     """
