@@ -124,3 +124,9 @@ def test_a_read_only_output_dir_stops_before_any_data(tmp_path: Path, capsys: py
     ro.mkdir(mode=0o500)
     assert main(["train", "quickstart", *TINY, f"output_dir={ro}"]) == 2
     assert "cannot write the run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output_dir", ["/", "//", "/tmp/.."])
+def test_the_filesystem_root_is_refused_as_output_dir(output_dir: str) -> None:
+    with pytest.raises(ConfigError, match="is the filesystem root; .* choose a folder for runs, e.g. output_dir=runs"):
+        claim_run_folder(output_dir, "r")

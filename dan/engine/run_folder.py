@@ -40,6 +40,18 @@ def check_run_name(name: str) -> None:
         )
 
 
+def check_output_dir(output_dir: str | os.PathLike[str]) -> Path:
+    """``output_dir`` (``~`` expanded) unless it is the filesystem's root, where run folders would land among
+    the system's own folders; ConfigError with the fix then."""
+    path = Path(output_dir).expanduser()
+    if path.resolve() == Path(path.resolve().anchor):
+        raise ConfigError(
+            f"output_dir={str(output_dir)!r} is the filesystem root; runs would be written among the system's "
+            "folders: choose a folder for runs, e.g. output_dir=runs"
+        )
+    return path
+
+
 def holds_run(path: Path) -> bool:
     """Whether ``path`` exists and holds anything but a lock file (an earlier run's files)."""
     return path.is_dir() and any(p.name != LOCK for p in path.iterdir())
@@ -120,13 +132,14 @@ def claim_run_folder(output_dir: str | os.PathLike[str], run_name: str, *, resum
     Raises ConfigError naming the folder and the fix when it cannot be written or another run holds it.
     """
     check_run_name(run_name)
+    root = check_output_dir(output_dir)
     if resume:
         folder = Path(resume).expanduser().parent
         handle = _lock(folder)
         for stale in folder.glob(".*.pt.*.tmp"):  # a checkpoint write that a kill cut short
             stale.unlink(missing_ok=True)
         return RunFolder(folder, f"continuing the run in {folder}", handle)
-    base = Path(output_dir).expanduser() / run_name
+    base = root / run_name
     created = _create(base)
     why = ""
     if created or overwrite or not holds_run(base):
