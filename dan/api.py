@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from dan.data.readers import Reader, modality_specs, reader_from_spec
 from dan.engine.checkpoint import load_checkpoint, load_model_state
-from dan.errors import CheckpointError, DanError, DataFormatError
+from dan.errors import CheckpointError, DataFormatError, describe
 from dan.models import DANOutput, build_model
 
 
@@ -157,19 +157,15 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> LoadedModel
         with torch.device("meta"):  # the stored config's shapes are checked against the stored weights first:
             skeleton = build_model(config["model"])  # a config claiming a huge model costs no memory here
     except Exception as exc:  # the stored config is data from a file: any failure to build from it is the file's
-        raise CheckpointError(f"{path}: its stored model config does not build a model ({_reason(exc)}); "
+        raise CheckpointError(f"{path}: its stored model config does not build a model ({describe(exc)}); "
                               "it was not written by dan or was altered: use another copy") from None
     load_model_state(skeleton, state["model"], source=str(path), shapes_only=True)
     try:
         preprocessing = Preprocessing(state.get("preprocessing") or {})
     except Exception as exc:
-        raise CheckpointError(f"{path}: its stored preprocessing is invalid ({_reason(exc)}); it was not written "
+        raise CheckpointError(f"{path}: its stored preprocessing is invalid ({describe(exc)}); it was not written "
                               "by dan or was altered: use another copy") from None
     model = build_model(config["model"])
     load_model_state(model, state["model"], source=str(path))
     model.to(map_location)
     return LoadedModel(model, preprocessing, config, path, state.get("manifest_hash", ""))
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, DanError) else f"{type(exc).__name__}: {exc}"

@@ -7,6 +7,15 @@ class DanError(Exception):
     """Base class of every error dan raises on purpose."""
 
 
+def describe(exc: BaseException) -> str:
+    """One line on ``exc`` for a dan error message: a DanError's own message, any other exception as
+    ``Type: first line of its message`` (or ``Type`` alone)."""
+    if isinstance(exc, DanError):
+        return str(exc)
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines and lines[0] else type(exc).__name__
+
+
 class ConfigError(DanError, ValueError):
     """A config key is unknown, has the wrong type, or is out of range."""
 

@@ -128,7 +128,7 @@ def test_rng_state_roundtrip(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_gets_the_mode_of_any_new_file(tmp_path: Path) -> None:
-    """mkstemp's private 0600 is not kept: a group sharing a runs folder can read the checkpoints."""
+    """Not mkstemp's private 0600: a group sharing a runs folder can read the checkpoints."""
     old = os.umask(0o022)
     try:
         path = save_checkpoint(tmp_path / "c.pt", {"progress": {"step": 1}})

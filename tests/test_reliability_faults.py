@@ -73,10 +73,10 @@ def _read_only(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         return
     probe.unlink()
 
-    def mkstemp(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise OSError(errno.EROFS, "Read-only file system", str(kwargs.get("dir")))
+    def new_temp_file(path: Path) -> tuple[int, str]:
+        raise OSError(errno.EROFS, "Read-only file system", str(path.parent))
 
-    monkeypatch.setattr(ckpt.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(ckpt, "new_temp_file", new_temp_file)
 
 
 def test_read_only_run_folder_names_the_path_and_keeps_the_previous_checkpoint(

@@ -129,8 +129,9 @@ def read_audio(path: Path, max_seconds: float | None = None) -> tuple[Tensor, in
     """Any soundfile-readable audio file -> mono float32 waveform ``[T]`` in [-1, 1] at its own rate, and that rate.
 
     Channels are averaged. With ``max_seconds`` only the first ``max_seconds`` + ``READ_MARGIN_S`` seconds are
-    read (what a fixed-duration feature uses, with room for the resampler's filter), whatever the file's length. Raises DataNotFoundError for a missing file and DataFormatError naming the
-    file for corrupt, truncated, empty or non-audio files.
+    read (what a fixed-duration feature uses, with room for the resampler's filter), whatever the file's
+    length. Raises DataNotFoundError for a missing file and DataFormatError naming the file for corrupt,
+    truncated, empty or non-audio files.
     """
     path = regular_file(path, missing=f"audio file {path} does not exist; check the path or the data root (DAN_DATA)")
     truncated = _riff_truncation(path)

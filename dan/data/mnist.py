@@ -90,7 +90,7 @@ def mnist_files(root: Path, split: str) -> list[Path]:
 def read_idx(path: Path, ndim: int) -> Tensor:
     """An idx file of unsigned bytes with ``ndim`` dimensions (gzip or raw) -> uint8 tensor of its shape.
 
-    The 16-byte header is checked before the body is touched: the body must be exactly as long as the header's
+    The header (magic number and ``ndim`` sizes) is checked before the body is touched: the body must be exactly as long as the header's
     shape says (for gzip, the size its trailer records must agree), and only that many bytes are ever read or
     decompressed, so a small file claiming or inflating to gigabytes is refused at once. Raises
     DataFormatError naming the file for a bad magic number, a bad gzip stream or a body that does not match.

@@ -16,7 +16,7 @@ import errno
 import os
 import pickle
 import random
-import tempfile
+import secrets
 import warnings
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -33,7 +33,7 @@ from dan.engine.checkpoint_integrity import (
     check_structure,
     tensor_checksums,
 )
-from dan.errors import CheckpointError
+from dan.errors import CheckpointError, describe
 
 FORMAT = "dan-checkpoint/1"
 _MAGIC = {b"\x89PNG": "it is a PNG image", b"\xff\xd8": "it is a JPEG image", b"RIFF": "it is a WAV recording",
@@ -62,12 +62,11 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     """
     path = Path(path)
     payload = {"format": FORMAT, "dan_version": dan_version(), **state}
-    payload[CHECKSUMS] = tensor_checksums({k: v for k, v in payload.items() if k != CHECKSUMS})
+    payload[CHECKSUMS] = tensor_checksums(payload)
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint gets the mode any new file gets
+        fd, tmp = new_temp_file(path)
         with os.fdopen(fd, "wb") as f:
             writer = _Writer(f)
             try:
@@ -88,6 +87,13 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     return path
 
 
+def new_temp_file(path: Path) -> tuple[int, str]:
+    """A new, uniquely named ``.<name>.<random>.tmp`` beside ``path``, open for writing: its descriptor and
+    path. Created with mode 0666 so the umask applies, as to any new file (mkstemp would make it 0600)."""
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+
+
 class _Writer:
     """A binary file for ``torch.save`` that remembers the OSError a write raised."""
 
@@ -104,12 +110,6 @@ class _Writer:
 
     def flush(self) -> None:
         self.f.flush()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _discard(tmp: str | None) -> None:
@@ -166,10 +166,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             f"({detail.strip()}); only load checkpoints from sources you trust, re-saved with dan"
         ) from None
     except Exception as exc:  # a damaged pickle can fail in the unpickler with any exception type
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise CheckpointError(
-            f"{path}: unreadable or truncated checkpoint ({type(exc).__name__}: {first}); use another copy"
-        ) from None
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({describe(exc)}); use another copy") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: not a dan checkpoint (format {found!r}, expected {FORMAT!r})")

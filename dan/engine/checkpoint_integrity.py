@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from dan.errors import CheckpointError
+from dan.errors import CheckpointError, describe
 
 CHECKSUMS = "checksums"
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -44,9 +44,11 @@ def _crc(t: torch.Tensor) -> int:
 
 
 def tensor_checksums(state: Mapping[str, Any]) -> dict[str, int]:
-    """CRC-32 of the dtype, shape and bytes of every tensor in ``state`` (any nesting of dicts, lists and tuples), keyed by its
-    path, e.g. ``"/model/trunk.0.weight"`` or ``"/optimizer/state/0/exp_avg"``."""
-    return {name: _crc(t) for name, t in _tensors(state, "")}
+    """CRC-32 of the dtype, shape and bytes of every tensor in ``state`` (any nesting of dicts, lists and
+    tuples) but its own checksum table, keyed by its path, e.g. ``"/model/trunk.0.weight"`` or
+    ``"/optimizer/state/0/exp_avg"``."""
+    body = {k: v for k, v in state.items() if k != CHECKSUMS}
+    return {name: _crc(t) for name, t in _tensors(body, "")}
 
 
 def check_checksums(path: Path, state: Mapping[str, Any]) -> None:
@@ -57,8 +59,7 @@ def check_checksums(path: Path, state: Mapping[str, Any]) -> None:
         return
     if not isinstance(recorded, Mapping):
         raise CheckpointError(f"{path}: corrupt checkpoint (its checksum table is a {type(recorded).__name__}); use another copy")
-    body = {k: v for k, v in state.items() if k != CHECKSUMS}
-    found = tensor_checksums(body)
+    found = tensor_checksums(state)
     bad = sorted(k for k in set(found) | set(recorded) if found.get(k) != recorded.get(k))
     if bad:
         more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
@@ -85,7 +86,7 @@ def check_archive(path: Path) -> None:
     except CheckpointError:
         raise
     except Exception as exc:  # zipfile raises BadZipFile, EOFError, OSError, ValueError, struct.error...
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({_reason(exc)}); use another copy") from None
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({describe(exc)}); use another copy") from None
     if bad is not None:
         raise CheckpointError(
             f"{path}: corrupt checkpoint (archive member {bad!r} fails its CRC-32 check); the file was damaged "
@@ -109,8 +110,3 @@ def check_structure(path: Path, state: dict[str, Any]) -> None:
             f"{path}: not a usable dan checkpoint: its model weights hold entries that are not named tensors "
             f"({', '.join(odd[:3])}); pass the best.pt or last.pt a dan train run wrote"
         )
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines and lines[0] else type(exc).__name__

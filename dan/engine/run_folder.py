@@ -44,7 +44,8 @@ def check_output_dir(output_dir: str | os.PathLike[str]) -> Path:
     """``output_dir`` (``~`` expanded) unless it is the filesystem's root, where run folders would land among
     the system's own folders; ConfigError with the fix then."""
     path = Path(output_dir).expanduser()
-    if path.resolve() == Path(path.resolve().anchor):
+    resolved = path.resolve()
+    if resolved == Path(resolved.anchor):
         raise ConfigError(
             f"output_dir={str(output_dir)!r} is the filesystem root; runs would be written among the system's "
             "folders: choose a folder for runs, e.g. output_dir=runs"
