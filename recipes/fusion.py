@@ -71,6 +71,9 @@ class FusionTask(BaseTask):
     def after_backward(self, engine: Engine, batch: dict[str, Any], out: StepOutput) -> None:
         self.balancer.after_backward(out.context)
 
+    def after_step(self, engine: Engine, batch: dict[str, Any], out: StepOutput) -> None:
+        self.balancer.after_step(out.context)
+
     def step_scalars(self) -> dict[str, float]:
         return {f"balancer/{k}": v for k, v in self.balancer.weights().items()}
 

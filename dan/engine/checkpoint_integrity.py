@@ -21,7 +21,7 @@ from dan.errors import CheckpointError, describe
 CHECKSUMS = "checksums"
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "config": dict, "model": dict, "progress": dict, "modalities": (list, tuple), "preprocessing": dict, "manifest_hash": str,
-    "rng": dict, "modules": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "metric_model": dict,
+    "rng": dict, "modules": dict, "optimizer": dict, "module_optimizer": dict, "scheduler": dict, "scaler": dict, "metric_model": dict,
     "verification": dict,
 }
 

@@ -76,7 +76,7 @@ class BatchSource(Protocol):
 
 class Task(Protocol):
     """What a recipe supplies. The engine calls, in order: :meth:`setup` once, then per epoch
-    ``training_step``/``after_backward`` per batch of :attr:`train_batches`, :meth:`end_epoch` and
+    ``training_step``/``after_backward``/``after_step`` per batch of :attr:`train_batches`, :meth:`end_epoch` and
     :meth:`validate`, and :meth:`test` once on the best checkpoint.
 
     Attributes (set by :meth:`setup`): ``model`` (the trained module, on ``engine.device``),
@@ -98,6 +98,9 @@ class Task(Protocol):
 
     def after_backward(self, engine: Engine, batch: Batch, out: StepOutput) -> None:
         """Gradient-side work between ``backward`` and the optimizer step (balancers)."""
+
+    def after_step(self, engine: Engine, batch: Batch, out: StepOutput) -> None:
+        """Work right after the optimizer step (a balancer that scales the step it took)."""
 
     def end_epoch(self, engine: Engine, train_losses: dict[str, float]) -> None:
         """Work at an epoch's end, before validation (balancers re-estimating weights)."""
@@ -136,6 +139,9 @@ class BaseTask:
 
     def after_backward(self, engine: Engine, batch: Batch, out: StepOutput) -> None:
         """No gradient-side work."""
+
+    def after_step(self, engine: Engine, batch: Batch, out: StepOutput) -> None:
+        """No work after the optimizer step."""
 
     def end_epoch(self, engine: Engine, train_losses: dict[str, float]) -> None:
         """No work at an epoch's end."""
@@ -240,7 +246,14 @@ class Engine:
             m.to(self.device)
         self.wrapped = dist.wrap_model(self.model, self.info)
         self.extra_params = [p for m in self.modules.values() for p in m.parameters()]
-        self.optimizer = T.build_optimizer([*self.model.parameters(), *self.extra_params], self.cfg.optimizer)
+        self.optimizer = T.build_optimizer(self.model.parameters(), self.cfg.optimizer)
+        # a balancer's own parameters (uncertainty's log-variances) are no weights to decay or to schedule:
+        # they get the optimizer at its base learning rate, without weight decay
+        self.module_optimizer = (
+            T.build_optimizer(self.extra_params, {**to_dict(self.cfg.optimizer), "weight_decay": 0.0})
+            if self.extra_params
+            else None
+        )
         self.total_steps = self.cfg.train.epochs * len(task.train_batches)
         self.scheduler = T.build_scheduler(self.optimizer, self.cfg.scheduler, self.total_steps)
         self.scaler = T.grad_scaler(self.device, self.amp)
@@ -293,6 +306,7 @@ class Engine:
             "model": self.model.state_dict(),
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizer": self.optimizer.state_dict(),
+            "module_optimizer": self.module_optimizer.state_dict() if self.module_optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.scaler.state_dict(),
             "rng": ckpt.rng_state(),
@@ -355,6 +369,13 @@ class Engine:
         for k, m in self.modules.items():
             m.load_state_dict(state.get("modules", {}).get(k, {}))
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.module_optimizer is not None:
+            if not state.get("module_optimizer"):
+                raise CheckpointError(
+                    f"resume={path}: the checkpoint has no optimizer state for {sorted(self.modules)} (written "
+                    "before dan gave a balancer's parameters their own optimizer); start a new run without resume="
+                )
+            self.module_optimizer.load_state_dict(state["module_optimizer"])
         p = state["progress"]
         self.epoch, self.step, self.batch_in_epoch = p["epoch"], p["step"], p["batch"]
         if "train.epochs" in changes:
@@ -403,14 +424,21 @@ class Engine:
             last_good=self.last_good(),
             advice=self.nonfinite_advice(),
         )
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizers = [self.optimizer, *([self.module_optimizer] if self.module_optimizer else [])]
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
-        self.scaler.unscale_(self.optimizer)
+        for opt in optimizers:
+            self.scaler.unscale_(opt)
         dist.average_gradients(self.extra_params, self.info)
         self.task.after_backward(self, batch, out)
         T.clip_gradients(self.model.parameters(), self.cfg.train.grad_clip)
-        self.scaler.step(self.optimizer)
+        for opt in optimizers:
+            self.scaler.step(opt)
         self.scaler.update()
+        after_step = getattr(self.task, "after_step", None)  # optional: tasks written before it existed
+        if after_step is not None:
+            after_step(self, batch, out)
         if self.scheduler:
             self.scheduler.step()
         self.meter.update({k: v.detach() for k, v in out.parts.items()}, out.size)

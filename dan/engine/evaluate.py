@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from dan.engine.trainer import autocast, to_device
+from dan.models.output import DANOutput
 
 Transform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 
@@ -92,7 +93,9 @@ def evaluate(
         confusion.update(logits, labels)
         loss.update(F.cross_entropy(logits, labels, reduction="none"))
         for m, lg in out.modality_logits.items():
-            aux[m].update(lg.float(), labels)
+            rows = present_rows(out, m, lg.float(), labels)
+            if rows[1].numel():
+                aux[m].update(*rows)
     model.train(was_training)
     cm = confusion.compute().long()
     return EvalResult(
@@ -200,6 +203,12 @@ def misclassified(
 
 
 @torch.no_grad()
+def present_rows(out: DANOutput, m: str, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``logits [B, C]`` and ``labels [B]`` cut to the samples where modality ``m`` was present."""
+    keep = out.presence(m)
+    return (logits, labels) if keep is None else (logits[keep], labels[keep])
+
+
 def head_losses_mean(
     model: nn.Module, batches: Iterable[Mapping[str, Tensor]], modalities: Sequence[str], device: torch.device
 ) -> dict[str, float]:
@@ -214,6 +223,8 @@ def head_losses_mean(
         labels = batch["label"]
         means["fused"].update(F.cross_entropy(out.logits.float(), labels, reduction="none"))
         for m, lg in out.modality_logits.items():
-            means[m].update(F.cross_entropy(lg.float(), labels, reduction="none"))
+            rows = present_rows(out, m, lg.float(), labels)
+            if rows[1].numel():
+                means[m].update(F.cross_entropy(*rows, reduction="none"))
     model.train(was_training)
     return {h: float(v.compute()) for h, v in means.items() if v.update_count > 0}

@@ -165,13 +165,25 @@ def to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Te
 
 
 def head_losses(output: DANOutput, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """Cross-entropy of the fused head and of each present modality's auxiliary head (scalars).
+    """Cross-entropy of the fused head and of each modality's auxiliary head (scalars).
 
-    ``output.logits [B, C]``, ``output.modality_logits {m: [B, C]}``, ``labels [B]``.
+    ``output.logits [B, C]``, ``output.modality_logits {m: [B, C]}``, ``labels [B]``. An auxiliary loss
+    averages over the samples where its modality was present (``output.present``: the batch's mask and
+    modality dropout), never over the filler a masked sample carries; with none present it is a zero
+    that still reaches every parameter (so DDP ranks keep the same graph).
     """
     fused = F.cross_entropy(output.logits.float(), labels)
-    per_modality = {m: F.cross_entropy(lg.float(), labels) for m, lg in output.modality_logits.items()}
+    per_modality = {m: masked_cross_entropy(lg, labels, output.presence(m)) for m, lg in output.modality_logits.items()}
     return fused, per_modality
+
+
+def masked_cross_entropy(logits: Tensor, labels: Tensor, keep: Tensor | None) -> Tensor:
+    """Mean cross-entropy of ``logits [B, C]`` against ``labels [B]`` over the rows where ``keep``
+    (``bool [B]``; ``None`` = all rows); 0 where no row is kept."""
+    ce = F.cross_entropy(logits.float(), labels, reduction="none")
+    if keep is None:
+        return ce.mean()
+    return torch.where(keep, ce, torch.zeros_like(ce)).sum() / keep.sum().clamp_min(1)
 
 
 def nonfinite_advice(lr: float, grad_clip: float, amp: bool) -> str:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dan.errors import ConfigError, DataFormatError
-from dan.models.fusion import ConcatFusion, Fusion, pool
+from dan.models.fusion import ConcatFusion, Fusion, SumFusion, pool
 from dan.models.heads import build_head, linear_contributions
 from dan.models.output import DANOutput
 from dan.models.trunk import SharedTrunk
@@ -180,14 +180,26 @@ class DANModel(nn.Module):
             modality_logits=aux,
             embeddings=embeddings,
             fused=fused,
-            contributions=self.contributions(fused, list(present)),
+            contributions=self.contributions(fused, tokens, present),
+            present=present,
         )
 
-    def contributions(self, fused: Tensor, names: list[str]) -> dict[str, Tensor] | None:
-        """``{m: W_m φ_m + b/M [B, C]}`` for ``names`` when the head is one ``nn.Linear`` over ``concat``
-        fusion (``fused [B, M*D]``); ``None`` otherwise."""
-        if not (isinstance(self.head, nn.Linear) and isinstance(self.fusion, ConcatFusion)):
+    def contributions(
+        self, fused: Tensor, tokens: Mapping[str, Tensor], present: Mapping[str, Tensor]
+    ) -> dict[str, Tensor] | None:
+        """Each present modality's share of the fused logits, ``{m: [B, C]}``, summing to the logits, where
+        the head is one ``nn.Linear``: over ``concat`` fusion (``fused [B, M*D]``) ``W_m φ_m + b/M``, over
+        ``sum`` fusion ``W φ_m + b/M`` (``φ_m`` zero where absent); ``None`` for any other fusion or head."""
+        if not isinstance(self.head, nn.Linear):
             return None
-        slots = self.fusion.split(fused)
-        parts = linear_contributions(self.head, [slots[m] for m in self.fusion.modalities])
-        return {m: c for m, c in zip(self.fusion.modalities, parts, strict=True) if m in names}
+        if isinstance(self.fusion, ConcatFusion):
+            slots = self.fusion.split(fused)
+            parts = linear_contributions(self.head, [slots[m] for m in self.fusion.modalities])
+            return {m: c for m, c in zip(self.fusion.modalities, parts, strict=True) if m in present}
+        if isinstance(self.fusion, SumFusion):
+            order = self.fusion.order(tokens)
+            feats, mask = self.fusion.pooled(tokens, present)
+            feats = torch.where(mask.unsqueeze(-1), feats, torch.zeros_like(feats))
+            bias = self.head.bias / len(order) if self.head.bias is not None else 0.0
+            return {m: feats[:, k] @ self.head.weight.T + bias for k, m in enumerate(order)}
+        return None

@@ -18,6 +18,8 @@ class DANOutput:
         fused: the fusion output ``[B, F]``.
         contributions: for a linear head over ``concat`` fusion, ``W_m φ_m + b/M`` per modality
             ``[B, C]`` (the OGM-GE scores); ``None`` where the head is not decomposable.
+        present: ``{m: bool [B]}``, where each modality was present for the heads, after the batch's
+            ``<m>_mask`` and modality dropout; ``None`` means every sample.
     """
 
     logits: Tensor
@@ -25,3 +27,8 @@ class DANOutput:
     embeddings: dict[str, Tensor]
     fused: Tensor
     contributions: dict[str, Tensor] | None = None
+    present: dict[str, Tensor] | None = None
+
+    def presence(self, m: str) -> Tensor | None:
+        """``bool [B]``: the samples where modality ``m`` was present; ``None`` where all were."""
+        return None if self.present is None else self.present.get(m)

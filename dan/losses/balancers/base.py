@@ -2,7 +2,7 @@
 
 A balancer turns the fused-head loss ``L_f`` and the auxiliary-head losses ``{m: L_m}`` into one
 objective (``combine``), may rework gradients between ``backward`` and ``optimizer.step``
-(``after_backward``), may re-estimate its weights once per epoch (``on_epoch_end``), and reports its
+(``after_backward``) or the step just taken (``after_step``), may re-estimate its weights once per epoch (``on_epoch_end``), and reports its
 current per-head weights or coefficients for logging (``weights``). ``combine`` and ``after_backward``
 get a :class:`StepContext` (batch, labels, outputs, model, extra forward passes, the optimizer);
 ``on_epoch_end`` an :class:`EpochContext` (model, data loaders, per-head train and held-out losses).
@@ -53,6 +53,9 @@ class Balancer(nn.Module):
 
     def after_backward(self, ctx: StepContext) -> None:
         """Gradient-side work after ``loss.backward()`` and before ``optimizer.step()``; none by default."""
+
+    def after_step(self, ctx: StepContext) -> None:
+        """Work right after ``optimizer.step()`` (e.g. scaling the step just taken); none by default."""
 
     def on_epoch_end(self, ctx: EpochContext) -> None:
         """Work at the end of an epoch (``ctx``: model, loaders, per-head losses); none by default."""

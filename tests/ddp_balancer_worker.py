@@ -1,0 +1,92 @@
+"""Run by ``torchrun --nproc_per_node=2`` from tests/test_balancer_ddp.py: a small DANModel under DDP
+(gloo) trained a few AdamW steps with one balancer, each rank on its own data, the engine's order of
+calls (combine, backward, balancer-parameter gradient averaging, after_backward, step, after_step).
+Rank 0 writes, per balancer, the largest difference between the ranks' parameters and balancer state."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from dan.engine.distributed import DistInfo, average_gradients
+from dan.engine.trainer import head_losses
+from dan.losses import StepContext, build_balancer
+from dan.models import build_model
+
+CLASSES = 4
+
+
+def flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.detach().float().reshape(-1) for t in tensors]) if tensors else torch.zeros(0)
+
+
+def spread(t: torch.Tensor, world: int) -> float:
+    """Largest absolute difference of ``t`` between ranks."""
+    gathered = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(gathered, t)
+    return max(float((g - gathered[0]).abs().max()) if g.numel() else 0.0 for g in gathered)
+
+
+def run(name: str, rank: int, world: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = build_model(
+        {
+            "num_classes": CLASSES, "dim": 16, "modality_dropout": 0.2,
+            "towers": {"image": {"name": "image_cnn", "channels": [4, 8]}, "audio": {"name": "audio_cnn", "n_mels": 8}},
+            "trunk": {"name": "mlp", "share": True}, "fusion": {"name": "concat"},
+        }
+    )
+    balancer = build_balancer({"name": name}, model.modalities)
+    wrapped = DistributedDataParallel(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.05)
+    extra = list(balancer.parameters())
+    module_opt = torch.optim.AdamW(extra, lr=0.01, weight_decay=0.0) if extra else None
+    info = DistInfo(rank=rank, world_size=world, local_rank=rank)
+    g = torch.Generator().manual_seed(100 + rank)  # each rank its own shard
+    torch.manual_seed(7 + rank)  # and its own modality-dropout draws
+    for step in range(4):
+        batch = {
+            "image": torch.randn(16, 1, 28, 28, generator=g),
+            "audio": torch.randn(16, 1, 8, 20, generator=g),
+            "label": torch.randint(0, CLASSES, (16,), generator=g),
+        }
+        out = wrapped(batch)
+        fused, per = head_losses(out, batch["label"])
+        ctx = StepContext(model, batch, out, 0, step, forward=wrapped, optimizer=optimizer)
+        loss = balancer.combine(fused, per, ctx)
+        optimizer.zero_grad(set_to_none=True)
+        if module_opt:
+            module_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(extra, info)
+        balancer.after_backward(ctx)
+        optimizer.step()
+        if module_opt:
+            module_opt.step()
+        balancer.after_step(ctx)
+    state = [v for v in balancer.state_dict().values() if isinstance(v, torch.Tensor)]
+    weights = torch.tensor(list(balancer.weights().values()))
+    return {
+        "params": spread(flat(list(model.parameters())), world),
+        "balancer_state": spread(flat(state), world),
+        "balancer_weights": spread(weights, world),
+    }
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.set_num_threads(1)
+    results = {name: run(name, rank, world) for name in sys.argv[2:]}
+    if rank == 0:
+        with open(sys.argv[1], "w") as f:
+            json.dump(results, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

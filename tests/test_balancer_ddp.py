@@ -1,0 +1,32 @@
+"""Every rank of a 2-process gloo run (real ``torchrun``) ends with the same parameters and the same
+balancer state, for each balancer made DDP-safe (OGM-GE's scores are all-reduced and its GE noise drawn
+from a generator shared by the ranks; uncertainty's log-variance gradients are averaged)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+BALANCERS = ["static", "uncertainty", "ogm_ge"]
+
+
+@pytest.mark.slow
+def test_balancer_state_and_parameters_are_equal_on_every_rank(tmp_path: Path) -> None:
+    out = tmp_path / "ranks.json"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(HERE / "ddp_balancer_worker.py"), str(out), *BALANCERS,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    spreads = json.loads(out.read_text())
+    assert sorted(spreads) == sorted(BALANCERS)
+    for name, s in spreads.items():
+        assert s == {"params": 0.0, "balancer_state": 0.0, "balancer_weights": 0.0}, name
