@@ -5,6 +5,7 @@ Rank 0 writes, per balancer, the largest difference between the ranks' parameter
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 
@@ -70,6 +71,8 @@ def run(name: str, rank: int, world: int) -> dict[str, float]:
         balancer.after_step(ctx)
     state = [v for v in balancer.state_dict().values() if isinstance(v, torch.Tensor)]
     weights = torch.tensor(list(balancer.weights().values()))
+    del wrapped, ctx, out, loss  # a DDP wrapper alive when its process group is destroyed can abort gloo
+    gc.collect()
     return {
         "params": spread(flat(list(model.parameters())), world),
         "balancer_state": spread(flat(state), world),
@@ -85,6 +88,7 @@ def main() -> None:
     if rank == 0:
         with open(sys.argv[1], "w") as f:
             json.dump(results, f)
+    dist.barrier()
     dist.destroy_process_group()
 
 
