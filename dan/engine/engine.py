@@ -254,6 +254,7 @@ class Engine:
             if self.extra_params
             else None
         )
+        self.optimizers = [self.optimizer, *([self.module_optimizer] if self.module_optimizer else [])]
         self.total_steps = self.cfg.train.epochs * len(task.train_batches)
         self.scheduler = T.build_scheduler(self.optimizer, self.cfg.scheduler, self.total_steps)
         self.scaler = T.grad_scaler(self.device, self.amp)
@@ -424,16 +425,15 @@ class Engine:
             last_good=self.last_good(),
             advice=self.nonfinite_advice(),
         )
-        optimizers = [self.optimizer, *([self.module_optimizer] if self.module_optimizer else [])]
-        for opt in optimizers:
+        for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
-        for opt in optimizers:
+        for opt in self.optimizers:
             self.scaler.unscale_(opt)
         dist.average_gradients(self.extra_params, self.info)
         self.task.after_backward(self, batch, out)
         T.clip_gradients(self.model.parameters(), self.cfg.train.grad_clip)
-        for opt in optimizers:
+        for opt in self.optimizers:
             self.scaler.step(opt)
         self.scaler.update()
         after_step = getattr(self.task, "after_step", None)  # optional: tasks written before it existed

@@ -202,13 +202,13 @@ def misclassified(
     return found
 
 
-@torch.no_grad()
 def present_rows(out: DANOutput, m: str, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """``logits [B, C]`` and ``labels [B]`` cut to the samples where modality ``m`` was present."""
     keep = out.presence(m)
     return (logits, labels) if keep is None else (logits[keep], labels[keep])
 
 
+@torch.no_grad()
 def head_losses_mean(
     model: nn.Module, batches: Iterable[Mapping[str, Tensor]], modalities: Sequence[str], device: torch.device
 ) -> dict[str, float]:

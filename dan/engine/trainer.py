@@ -25,6 +25,7 @@ from dan.data.dataset import Split
 from dan.data.pairing import split_generator
 from dan.engine.distributed import all_reduce_sum
 from dan.errors import ConfigError, DanError
+from dan.losses.masked import masked_cross_entropy
 from dan.models.output import DANOutput
 
 
@@ -175,15 +176,6 @@ def head_losses(output: DANOutput, labels: Tensor) -> tuple[Tensor, dict[str, Te
     fused = F.cross_entropy(output.logits.float(), labels)
     per_modality = {m: masked_cross_entropy(lg, labels, output.presence(m)) for m, lg in output.modality_logits.items()}
     return fused, per_modality
-
-
-def masked_cross_entropy(logits: Tensor, labels: Tensor, keep: Tensor | None) -> Tensor:
-    """Mean cross-entropy of ``logits [B, C]`` against ``labels [B]`` over the rows where ``keep``
-    (``bool [B]``; ``None`` = all rows); 0 where no row is kept."""
-    ce = F.cross_entropy(logits.float(), labels, reduction="none")
-    if keep is None:
-        return ce.mean()
-    return torch.where(keep, ce, torch.zeros_like(ce)).sum() / keep.sum().clamp_min(1)
 
 
 def nonfinite_advice(lr: float, grad_clip: float, amp: bool) -> str:

@@ -198,8 +198,7 @@ class DANModel(nn.Module):
             return {m: c for m, c in zip(self.fusion.modalities, parts, strict=True) if m in present}
         if isinstance(self.fusion, SumFusion):
             order = self.fusion.order(tokens)
-            feats, mask = self.fusion.pooled(tokens, present)
-            feats = torch.where(mask.unsqueeze(-1), feats, torch.zeros_like(feats))
+            feats = self.fusion.present_pooled(tokens, present)[0]
             bias = self.head.bias / len(order) if self.head.bias is not None else 0.0
             return {m: feats[:, k] @ self.head.weight.T + bias for k, m in enumerate(order)}
         return None

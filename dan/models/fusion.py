@@ -69,6 +69,11 @@ class Fusion(nn.Module):
         mask = torch.stack([self.mask(present, m, tokens[m]) for m in order], dim=1)
         return feats, mask
 
+    def present_pooled(self, tokens: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """:meth:`pooled` with absent entries set to zero: ``[B, K, D]`` and ``bool [B, K]``."""
+        feats, mask = self.pooled(tokens, present)
+        return torch.where(mask.unsqueeze(-1), feats, torch.zeros_like(feats)), mask
+
 
 def masked_mean(feats: Tensor, mask: Tensor) -> Tensor:
     """Mean over present entries: ``feats [B, K, D]``, ``mask bool [B, K]`` -> ``[B, D]``."""
@@ -119,8 +124,7 @@ class SumFusion(Fusion):
 
     def forward(self, tokens: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> Tensor:
         """``{m: [B, N_m, D]}``, ``{m: bool [B]}`` -> ``[B, D]``."""
-        feats, mask = self.pooled(tokens, present)
-        return torch.where(mask.unsqueeze(-1), feats, torch.zeros_like(feats)).sum(dim=1)
+        return self.present_pooled(tokens, present)[0].sum(dim=1)
 
 
 @FUSIONS.register("gated")
@@ -141,8 +145,7 @@ class GatedFusion(Fusion):
 
     def forward(self, tokens: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> Tensor:
         """``{m: [B, N_m, D]}``, ``{m: bool [B]}`` -> ``[B, D]``."""
-        feats, mask = self.pooled(tokens, present)
-        feats = torch.where(mask.unsqueeze(-1), feats, torch.zeros_like(feats))
+        feats, mask = self.present_pooled(tokens, present)
         gates = self.gate_weights(feats, mask, self.order(tokens))
         return (gates.unsqueeze(-1) * feats).sum(dim=1)
 

@@ -57,6 +57,7 @@ from dan.engine.distributed import all_reduce_sum
 from dan.errors import ConfigError
 from dan.losses.balancers.base import Balancer, check_int, check_number, register_balancer
 from dan.losses.balancers.context import StepContext
+from dan.losses.masked import masked_cross_entropy
 
 MODULATE = ("auto", "gradient", "update")
 MODULATED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -133,8 +134,6 @@ class OGMGEBalancer(Balancer):
     def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """``L_f`` plus the auxiliary heads' losses on detached features (scalar): the towers and the trunk
         learn from the fused loss alone."""
-        from dan.engine.trainer import masked_cross_entropy
-
         heads = getattr(ctx.model, "aux_heads", None)
         loss = fused_loss
         if heads is None or ctx.output is None:
@@ -174,25 +173,28 @@ class OGMGEBalancer(Balancer):
             return
         self._coeffs.update(coeffs)
         on_step = self.scales_updates(ctx.optimizer)
-        generator: torch.Generator | None = None
+        generators: dict[torch.device, torch.Generator] = {}
         with torch.no_grad():
             for m, k in coeffs.items():
                 for p in modulated_weights(ctx.model, m):
-                    if p.grad is None:
+                    g = p.grad
+                    if g is None:
                         continue
+                    if self.ge:  # the noise's scale is the gradient's as it came, before k
+                        std = (g.std() if g.numel() > 1 else g.new_zeros(())) + 1e-8
+                        if g.device not in generators:
+                            generators[g.device] = self._noise_generator(g.device, ctx.step)
+                        noise = torch.randn(g.shape, generator=generators[g.device], device=g.device, dtype=g.dtype)
+                    if not on_step:
+                        g.mul_(k)
+                    elif k != 1.0:
+                        self._saved.append((p, p.detach().clone(), k))
                     if self.ge:
-                        if generator is None or generator.device != p.grad.device:
-                            generator = torch.Generator(p.grad.device)
-                            generator.manual_seed(int(self.noise_seed) + ctx.step)
-                        std = (p.grad.std() if p.grad.numel() > 1 else p.grad.new_zeros(())) + 1e-8
-                        noise = torch.randn(p.grad.shape, generator=generator, device=p.grad.device, dtype=p.grad.dtype)
-                    if on_step:
-                        if k != 1.0:
-                            self._saved.append((p, p.detach().clone(), k))
-                    else:
-                        p.grad.mul_(k)
-                    if self.ge:
-                        p.grad.add_(noise * std)
+                        g.add_(noise * std)
+
+    def _noise_generator(self, device: torch.device, step: int) -> torch.Generator:
+        """The GE noise source of optimizer step ``step``: the same on every DDP rank, and on resume."""
+        return torch.Generator(device).manual_seed(int(self.noise_seed) + step)
 
     def after_step(self, ctx: StepContext) -> None:
         """Where the step is modulated: move each saved weight back to ``before + k (after - before)``."""
