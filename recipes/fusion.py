@@ -22,7 +22,7 @@ from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs, check_num_classes
 from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
 from dan.engine.evaluate import evaluate, head_losses_mean, misclassified, robustness
-from dan.engine.trainer import head_losses, split_heldout
+from dan.engine.trainer import build_optimizer, head_losses, split_heldout, to_device
 from dan.errors import ConfigError
 from dan.logging.plots import plot_classification_report
 from dan.losses import EpochContext, StepContext, build_balancer
@@ -77,18 +77,25 @@ class FusionTask(BaseTask):
     def step_scalars(self) -> dict[str, float]:
         return {f"balancer/{k}": v for k, v in self.balancer.weights().items()}
 
+    def start_epoch(self, engine: Engine) -> None:
+        self.balancer.on_epoch_start(self.epoch_context(engine, {}))
+
     def end_epoch(self, engine: Engine, train_losses: dict[str, float]) -> None:
-        heldout = {}
-        if self.heldout is not None:
-            heldout = head_losses_mean(engine.wrapped, self.heldout, self.modalities, engine.device)
+        self.balancer.on_epoch_end(self.epoch_context(engine, train_losses))
+
+    def epoch_context(self, engine: Engine, train_losses: dict[str, float]) -> EpochContext:
+        """What the balancer's epoch hooks see: loaders, a per-head loss meter, the training pipeline."""
         loaders = {"train": self.train_batches, "val": self.val_batches}
         if self.heldout is not None:
             loaders["heldout"] = self.heldout
-        self.balancer.on_epoch_end(
-            EpochContext(
-                engine.epoch, self.model, train_losses, heldout, loaders,
-                forward=engine.forward, optimizer=engine.optimizer, device=engine.device,
-            )
+        return EpochContext(
+            engine.epoch, self.model, train_losses, loaders,
+            forward=engine.forward,
+            prepare=lambda raw: self.augment(to_device(raw, engine.device)),
+            measure=lambda model, batches: head_losses_mean(model, batches, self.modalities, engine.device),
+            optimizer=engine.optimizer,
+            new_optimizer=lambda params: build_optimizer(params, self.cfg.optimizer),
+            device=engine.device,
         )
 
     def validate(self, engine: Engine) -> Validation:

@@ -1,6 +1,7 @@
 """Run by ``torchrun --nproc_per_node=2`` from tests/test_balancer_ddp.py: a small DANModel under DDP
 (gloo) trained a few AdamW steps with one balancer, each rank on its own data, the engine's order of
-calls (combine, backward, balancer-parameter gradient averaging, after_backward, step, after_step).
+calls (on_epoch_start, then per step combine, backward, balancer-parameter gradient averaging,
+after_backward, step, after_step).
 Rank 0 writes, per balancer, the largest difference between the ranks' parameters and balancer state."""
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from dan.engine.distributed import DistInfo, average_gradients
+from dan.engine.evaluate import head_losses_mean
 from dan.engine.trainer import head_losses
-from dan.losses import StepContext, build_balancer
+from dan.losses import EpochContext, StepContext, build_balancer
 from dan.models import build_model
 
 CLASSES = 4
@@ -49,12 +51,27 @@ def run(name: str, rank: int, world: int) -> dict[str, float]:
     info = DistInfo(rank=rank, world_size=world, local_rank=rank)
     g = torch.Generator().manual_seed(100 + rank)  # each rank its own shard
     torch.manual_seed(7 + rank)  # and its own modality-dropout draws
-    for step in range(4):
-        batch = {
+
+    def make_batch() -> dict[str, torch.Tensor]:
+        return {
             "image": torch.randn(16, 1, 28, 28, generator=g),
             "audio": torch.randn(16, 1, 8, 20, generator=g),
             "label": torch.randint(0, CLASSES, (16,), generator=g),
         }
+
+    moved = 0.0
+    if balancer.needs_heldout:  # gradient blending: estimate from copies trained on this rank's shard
+        loaders = {"train": [make_batch() for _ in range(2)], "heldout": [make_batch()]}
+        balancer.on_epoch_start(
+            EpochContext(
+                0, model, loaders=loaders, forward=wrapped, optimizer=optimizer,
+                measure=lambda m, batches: head_losses_mean(m, batches, model.modalities, torch.device("cpu")),
+                new_optimizer=lambda params: torch.optim.AdamW(params, lr=0.01, weight_decay=0.05),
+            )
+        )
+        moved = max(abs(w - 1 / 3) for w in balancer.weights().values())
+    for step in range(4):
+        batch = make_batch()
         out = wrapped(batch)
         fused, per = head_losses(out, batch["label"])
         ctx = StepContext(model, batch, out, 0, step, forward=wrapped, optimizer=optimizer)
@@ -74,6 +91,7 @@ def run(name: str, rank: int, world: int) -> dict[str, float]:
     del wrapped, ctx, out, loss  # a DDP wrapper alive when its process group is destroyed can abort gloo
     gc.collect()
     return {
+        "moved": moved,
         "params": spread(flat(list(model.parameters())), world),
         "balancer_state": spread(flat(state), world),
         "balancer_weights": spread(weights, world),

@@ -1,6 +1,7 @@
 """Every rank of a 2-process gloo run (real ``torchrun``) ends with the same parameters and the same
-balancer state, for each balancer made DDP-safe (OGM-GE's scores are all-reduced and its GE noise drawn
-from a generator shared by the ranks; uncertainty's log-variance gradients are averaged)."""
+balancer state, for every balancer: OGM-GE's scores are all-reduced and its GE noise drawn from a generator
+shared by the ranks; uncertainty's log-variance gradients are averaged; GradNorm's losses and trunk
+gradients are averaged before its weight update; gradient blending trains its copies data-parallel."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-BALANCERS = ["static", "uncertainty", "ogm_ge"]
+BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge"]
 
 
 @pytest.mark.slow
@@ -29,4 +30,6 @@ def test_balancer_state_and_parameters_are_equal_on_every_rank(tmp_path: Path) -
     spreads = json.loads(out.read_text())
     assert sorted(spreads) == sorted(BALANCERS)
     for name, s in spreads.items():
+        s.pop("moved")
         assert s == {"params": 0.0, "balancer_state": 0.0, "balancer_weights": 0.0}, name
+    assert json.loads(out.read_text())["gradient_blend"]["moved"] > 0.01  # its estimate ran

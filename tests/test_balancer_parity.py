@@ -15,6 +15,7 @@ from tiny_runs import tiny_run
 from dan.config import load_config
 from dan.engine.recipes import run_config
 from dan.engine.trainer import head_losses
+from dan.errors import CheckpointError
 from dan.losses import build_balancer
 from dan.losses.balancers.ogm_ge import modulated_weights
 from dan.models import build_model
@@ -165,3 +166,20 @@ def test_uncertainty_log_vars_have_no_weight_decay_and_no_schedule(tmp_path: Pat
     assert len(groups) == 1 and groups[0]["weight_decay"] == 0.0
     assert groups[0]["lr"] == pytest.approx(cfg.optimizer.lr)  # not annealed by the one-cycle schedule
     assert state["optimizer"]["param_groups"][0]["lr"] < cfg.optimizer.lr / 2  # the model's group is annealed
+
+
+def test_resume_refuses_a_balancer_state_of_another_version(tmp_path: Path) -> None:
+    overrides = tiny_run({"train.epochs": 1, "logger": "none", "device": "cpu", "balancer.name": "gradient_blend",
+                          "balancer.every": 1, "balancer.estimate_epochs": 1})
+    cfg = load_config("quickstart", [*overrides, f"output_dir={tmp_path}", "run_name=g"])
+    run_config(cfg)
+    last = tmp_path / "g" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    # what gradient_blend checkpointed before it estimated from copies: its window in extra state
+    state["modules"]["balancer"]["_extra_state"] = {"anchor": None}
+    torch.save(state, last)
+    again = load_config("quickstart", [*overrides, "train.epochs=2", f"output_dir={tmp_path}", "run_name=g2",
+                                       f"resume={last}"])
+    with pytest.raises(CheckpointError, match=r"balancer state does not fit this version's GradientBlendBalancer"
+                       r".*start a new run without resume="):
+        run_config(again)

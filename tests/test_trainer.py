@@ -120,6 +120,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
 def test_gradient_blend_holds_out_data_and_updates_weights(tmp_path: Path) -> None:
     args = [
         "balancer.name=gradient_blend",
+        "balancer.every=2",
+        "balancer.estimate_epochs=1",
         "train.epochs=3",
         "train.heldout_fraction=0.25",
         f"output_dir={tmp_path}",
@@ -128,8 +130,10 @@ def test_gradient_blend_holds_out_data_and_updates_weights(tmp_path: Path) -> No
     assert main(["train", "quickstart", *TINY, *args]) == 0
     records = [json.loads(x) for x in (tmp_path / "gb" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "balancer/fused" in r]
-    assert len(steps[-1]) and steps[0]["balancer/fused"] == pytest.approx(1 / 3)
-    assert steps[-1]["balancer/fused"] != pytest.approx(1 / 3)  # re-estimated after epoch 2
+    first, last = steps[0], steps[-1]
+    assert first["balancer/fused"] != pytest.approx(1 / 3)  # estimated before the first step
+    assert sum(first[f"balancer/{h}"] for h in ("fused", "audio", "image")) == pytest.approx(1.0)
+    assert last["balancer/fused"] != pytest.approx(first["balancer/fused"])  # re-estimated at epoch 2
     # 90 of 120 pairs are trained on: 5 batches of 20 per epoch
     assert json.loads((tmp_path / "gb" / "results.json").read_text())["summary"]["steps"] == 15
 

@@ -28,7 +28,7 @@ from dan.engine import distributed as dist
 from dan.engine import trainer as T
 from dan.engine.resume_check import check_resumable
 from dan.engine.run_folder import RunFolder, claim_run_folder
-from dan.errors import CheckpointError, ConfigError
+from dan.errors import CheckpointError, ConfigError, describe
 from dan.logging import Logger, NullLogger, build_logger
 from dan.logging.console import clock
 from dan.logging.plots import plot_learning_curves
@@ -76,8 +76,8 @@ class BatchSource(Protocol):
 
 class Task(Protocol):
     """What a recipe supplies. The engine calls, in order: :meth:`setup` once, then per epoch
-    ``training_step``/``after_backward``/``after_step`` per batch of :attr:`train_batches`, :meth:`end_epoch` and
-    :meth:`validate`, and :meth:`test` once on the best checkpoint.
+    :meth:`start_epoch`, ``training_step``/``after_backward``/``after_step`` per batch of :attr:`train_batches`,
+    :meth:`end_epoch` and :meth:`validate`, and :meth:`test` once on the best checkpoint.
 
     Attributes (set by :meth:`setup`): ``model`` (the trained module, on ``engine.device``),
     ``train_batches`` (a :class:`BatchSource` of this rank's shard), ``modules`` (further trained and
@@ -92,6 +92,10 @@ class Task(Protocol):
 
     def setup(self, engine: Engine) -> None:
         """Build data and model (on ``engine.device``); the engine then builds the optimizer."""
+
+    def start_epoch(self, engine: Engine) -> None:
+        """Work before an epoch's first step; skipped when a run resumes inside the epoch (balancers
+        estimating weights)."""
 
     def training_step(self, engine: Engine, batch: Batch) -> StepOutput:
         """Forward (through ``engine.forward``) and the loss of one batch."""
@@ -127,7 +131,7 @@ def checkpoint_record(split: Split, modalities: list[str], **extra: Any) -> dict
 
 class BaseTask:
     """A :class:`Task` with the optional parts left empty: subclasses set up their data and model and define
-    ``training_step``, ``validate`` and ``test``; ``after_backward`` and ``end_epoch`` do nothing here."""
+    ``training_step``, ``validate`` and ``test``; the epoch hooks and the step hooks do nothing here."""
 
     modules: dict[str, nn.Module]
     checkpoint_info: dict[str, Any]
@@ -136,6 +140,9 @@ class BaseTask:
         self.cfg = cfg
         self.modules = {}
         self.checkpoint_info = {}
+
+    def start_epoch(self, engine: Engine) -> None:
+        """No work at an epoch's start."""
 
     def after_backward(self, engine: Engine, batch: Batch, out: StepOutput) -> None:
         """No gradient-side work."""
@@ -368,7 +375,13 @@ class Engine:
         changes = check_resumable(path, state.get("config") or {}, to_dict(self.cfg))
         ckpt.load_model_state(self.model, state["model"], source=str(path))
         for k, m in self.modules.items():
-            m.load_state_dict(state.get("modules", {}).get(k, {}))
+            try:
+                m.load_state_dict(state.get("modules", {}).get(k, {}))
+            except RuntimeError as e:
+                raise CheckpointError(
+                    f"resume={path}: the checkpoint's {k} state does not fit this version's {type(m).__name__} "
+                    f"(written by another version of it: {describe(e)}); start a new run without resume="
+                ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         if self.module_optimizer is not None:
             if not state.get("module_optimizer"):
@@ -462,6 +475,8 @@ class Engine:
 
     def train_epoch(self) -> None:
         """One pass over this rank's training batches, from where a resumed run stopped."""
+        if self.batch_in_epoch == 0:
+            self.task.start_epoch(self)
         self.wrapped.train()
         batches = self.task.train_batches
         batches.set_epoch(self.epoch, start_batch=self.batch_in_epoch)

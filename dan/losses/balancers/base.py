@@ -2,10 +2,11 @@
 
 A balancer turns the fused-head loss ``L_f`` and the auxiliary-head losses ``{m: L_m}`` into one
 objective (``combine``), may rework gradients between ``backward`` and ``optimizer.step``
-(``after_backward``) or the step just taken (``after_step``), may re-estimate its weights once per epoch (``on_epoch_end``), and reports its
+(``after_backward``) or the step just taken (``after_step``), may re-estimate its weights at an epoch's
+start or end (``on_epoch_start``, ``on_epoch_end``), and reports its
 current per-head weights or coefficients for logging (``weights``). ``combine`` and ``after_backward``
 get a :class:`StepContext` (batch, labels, outputs, model, extra forward passes, the optimizer);
-``on_epoch_end`` an :class:`EpochContext` (model, data loaders, per-head train and held-out losses).
+the epoch hooks an :class:`EpochContext` (model, data loaders, per-head train losses, a loss meter).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Balancer(nn.Module):
     Attributes:
         modalities: sorted modality names.
         heads: ``("fused", *modalities)``, the order of every per-head vector a balancer keeps.
-        needs_heldout: True where ``on_epoch_end`` needs held-out losses, so the trainer holds out a slice.
+        needs_heldout: True where the epoch hooks need a held-out slice of the training data (``loaders["heldout"]``).
     """
 
     name = "balancer"
@@ -56,6 +57,9 @@ class Balancer(nn.Module):
 
     def after_step(self, ctx: StepContext) -> None:
         """Work right after ``optimizer.step()`` (e.g. scaling the step just taken); none by default."""
+
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        """Work before an epoch's first step (not when a run resumes inside the epoch); none by default."""
 
     def on_epoch_end(self, ctx: EpochContext) -> None:
         """Work at the end of an epoch (``ctx``: model, loaders, per-head losses); none by default."""

@@ -1,5 +1,5 @@
 """What a balancer sees: the step (batch, labels, outputs, model, a way to run more forward passes and
-optimizer steps) and the epoch boundary (model, data loaders, per-head losses)."""
+optimizer steps) and the epoch boundary (model, data loaders, a way to measure per-head losses)."""
 
 from __future__ import annotations
 
@@ -41,26 +41,38 @@ class StepContext:
         return self.batch["label"]
 
 
+def _unchanged(batch: Batch) -> Batch:
+    return batch
+
+
 @dataclass
 class EpochContext:
-    """The end of an epoch, as :meth:`Balancer.on_epoch_end` sees it.
+    """An epoch boundary, as :meth:`Balancer.on_epoch_start` and :meth:`Balancer.on_epoch_end` see it.
 
     Attributes:
-        epoch: the epoch that just ended (0-based).
+        epoch: the epoch about to start (``on_epoch_start``) or that just ended (``on_epoch_end``), 0-based.
         model: the unwrapped model; ``forward`` runs the training model on a batch.
-        train_losses: per-head mean training loss of the epoch (``fused`` and each modality).
-        heldout_losses: the same on the held-out slice, where the balancer asked for one
-            (``needs_heldout``); empty otherwise.
-        loaders: ``{"train", "val", "heldout"?: iterable of batches}`` (fresh iteration each time).
+        train_losses: per-head mean training loss of the epoch that ended (``fused`` and each modality);
+            empty at an epoch's start.
+        loaders: ``{"train", "val", "heldout"?: iterable of raw batches}`` (this rank's shard; a fresh
+            iteration each time; ``heldout`` where the balancer asked for one with ``needs_heldout``).
+        forward: runs the training model (DDP-wrapped where distributed) on a prepared batch.
+        prepare: a raw batch of ``loaders`` made into what a training step sees (on the device, augmented).
+        measure: ``measure(model, batches)``, each head's mean loss of ``model`` over ``batches``
+            (``{"fused": float, m: float}``, eval mode, reduced over DDP ranks).
         optimizer: the model's optimizer.
+        new_optimizer: ``new_optimizer(params)``, a fresh optimizer of the recipe's kind and base
+            hyper-parameters (no schedule) over ``params``, for methods that train copies of the model.
         device: where batches must go before ``forward``.
     """
 
     epoch: int
     model: nn.Module
     train_losses: Mapping[str, float] = field(default_factory=dict)
-    heldout_losses: Mapping[str, float] = field(default_factory=dict)
     loaders: Mapping[str, Iterable[Batch]] = field(default_factory=dict)
     forward: Callable[[Batch], Any] | None = None
+    prepare: Callable[[Batch], Batch] = _unchanged
+    measure: Callable[[nn.Module, Iterable[Batch]], Mapping[str, float]] | None = None
     optimizer: torch.optim.Optimizer | None = None
+    new_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None
     device: torch.device = torch.device("cpu")

@@ -1,79 +1,143 @@
-"""``gradient_blend``: online Gradient-Blending (Wang, Tran & Feiszli, CVPR 2020).
+"""``gradient_blend``: online Gradient-Blending (Wang, Tran & Feiszli, "What Makes Training Multi-Modal
+Classification Networks Hard?", CVPR 2020, Algorithms 1 and 2).
 
-The trainer holds out a slice of the training data (``needs_heldout``) and reports, at the end of
-every epoch, each head's mean train loss ``T`` and held-out loss ``V``. Every ``every`` (K) epochs,
-from the values at epoch ``n`` and ``n+K``:
+References read: MultiBench ``training_structures/gradient_blend.py`` (``gb_estimate``, ``train_unimodal``,
+``train_multimodal``) and GeWu-Lab/BalanceBenchmark ``balancemm/trainer/GBlending_trainer.py``
+(``super_epoch_origin``).
 
-- ``G_k = V_k(n) - V_k(n+K)``: generalisation gain;
-- ``O_k = (V_k(n+K) - T_k(n+K)) - (V_k(n) - T_k(n))``: overfitting growth;
-- ``w_k ∝ G_k / O_k²``, normalised so that ``Σ_k w_k = 1``; the objective is ``Σ_k w_k L_k``.
+At the start of every super-epoch (epochs ``0, K, 2K, ...``; ``every`` = K) the weights are estimated
+from the current model, as both references do, and never from the jointly trained, already weighted heads:
+for each head ``k`` (the fused head and each modality's auxiliary head) a copy of the model is trained on
+``L_k`` alone for ``estimate_epochs`` epochs (default K, the paper's ``n``) on the training part (the
+held-out slice excluded), with a fresh optimizer of the recipe's kind and base hyper-parameters. Before and
+after, the copy's mean loss over the whole training part (``T``) and over the held-out slice (``V``) is
+measured the same way: eval mode, no gradient. The joint model then trains on ``Σ_k w_k L_k`` until the
+next estimate, and the copies are dropped.
 
-Guards (not in the paper, which assumes ``G > 0`` and ``O ≠ 0``):
+- ``form: paper``: ``G_k = V_k(n) - V_k(n+K)``, ``O_k = (V_k(n+K) - T_k(n+K)) - (V_k(n) - T_k(n))``,
+  ``w_k ∝ |G_k| / O_k²``, normalised to ``Σ_k w_k = 1`` (MultiBench with ``delta=True``, BalanceBenchmark).
+- ``form: multibench``: MultiBench's default (``delta=False``): ``o_k = V_k(n+K) - T_k(n+K)``, set to 1e-4
+  where negative, ``w_k ∝ |V_k(n+K)| / o_k²``.
 
-- ``O_k² < eps`` is raised to ``eps``: a head that learnt without overfitting gets a large but finite
-  weight instead of a division by zero;
-- ``G_k <= 0`` (held-out loss did not fall) gives ``w_k = 0``: the formula would make it negative;
-- when no head has ``G_k > 0`` the previous weights are kept.
+Where dan differs, and why:
 
-``form: multibench`` uses MultiBench's simplified ``w_k ∝ |V_k / (V_k - T_k)²|`` at epoch ``n+K``
-(``(V - T)²`` floored at ``eps`` likewise); it is not the paper's form. Until the first estimate every
-head weighs ``1 / H``.
+- ``|G|``: the paper assumes the held-out loss falls (``G > 0``); both reference codes take the absolute
+  value, and so does dan.
+- ``O²`` is floored at ``eps`` (default 1e-12): the references divide by it unguarded (an infinite weight).
+- ``T`` is an eval-mode pass over the whole training part, like ``V``, so ``V - T`` measures the
+  generalisation gap, not a train/eval mode difference (BalanceBenchmark sums the minibatch losses seen
+  while training against an eval-mode held-out sum; MultiBench measures both without ``eval()``).
+- The copies see the training pipeline the joint model sees (augmentation, modality dropout); MultiBench
+  and BalanceBenchmark have none. MultiBench also fine-tunes the fused head for 25 epochs after each
+  super-epoch; dan does not (that is a separate step of their trainer, not part of the weights).
+- Any number of modalities and missing ones: one copy per head, ``M + 1`` in all; a head whose modality is
+  absent from every measured sample has no loss and gets ``w_k = 0`` (the references take exactly two
+  modalities, always present).
+- DDP: each rank trains its copies on its shard with the gradients averaged over ranks every step, and
+  losses are reduced over ranks, so every rank computes the same weights, those of the global batch.
+
+Cost: each estimate trains ``(M + 1) × estimate_epochs`` extra epochs; with ``every = estimate_epochs = K``
+that is ``M + 1`` times the training itself, as in the references.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from dan.engine.distributed import all_reduce_sum
 from dan.errors import ConfigError
-from dan.losses.balancers.base import Balancer, check_int, check_number, register_balancer, stack_losses
-from dan.losses.balancers.context import EpochContext, StepContext
+from dan.losses.balancers.base import (
+    FUSED,
+    Balancer,
+    check_int,
+    check_number,
+    register_balancer,
+    stack_losses,
+)
+from dan.losses.balancers.context import Batch, EpochContext, StepContext
+from dan.losses.masked import masked_cross_entropy
 
 FORMS = ("paper", "multibench")
+Measure = Callable[[nn.Module, Iterable[Batch]], Mapping[str, float]]
+NewOptimizer = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+MULTIBENCH_FLOOR = 1e-4
 
 
 def blend_weights(
-    train_n: Tensor, heldout_n: Tensor, train_nk: Tensor, heldout_nk: Tensor, *, eps: float = 1e-6
+    train_n: Tensor, heldout_n: Tensor, train_nk: Tensor, heldout_nk: Tensor, *, eps: float = 1e-12
 ) -> Tensor:
-    """The paper's ``w ∝ G / O²`` ``[H]`` from per-head losses ``[H]`` at epochs n and n+K.
+    """The paper's ``w ∝ |G| / O²`` ``[H]`` from per-head losses ``[H]`` at epochs n and n+K (sums to 1).
 
-    Returns all zeros where no head has ``G > 0`` (the caller then keeps its weights).
+    Heads whose losses are NaN (never measured) get 0; all zeros where no head has a finite raw weight.
     """
     gain = heldout_n - heldout_nk
     overfit = (heldout_nk - train_nk) - (heldout_n - train_n)
-    raw = torch.where(gain > 0, gain / overfit.pow(2).clamp_min(eps), torch.zeros_like(gain))
-    return _normalise(raw)
+    return _normalise(gain.abs() / overfit.pow(2).clamp_min(eps))
 
 
-def multibench_weights(train: Tensor, heldout: Tensor, *, eps: float = 1e-6) -> Tensor:
-    """MultiBench's ``w ∝ |V / (V - T)²|`` ``[H]`` from per-head losses ``[H]`` at one epoch."""
-    return _normalise((heldout / (heldout - train).pow(2).clamp_min(eps)).abs())
+def multibench_weights(train: Tensor, heldout: Tensor, *, eps: float = 1e-12) -> Tensor:
+    """MultiBench's default ``w ∝ |V| / o²``, ``o = V - T`` (1e-4 where negative), ``[H]`` from per-head
+    losses ``[H]`` at the end of the window (sums to 1)."""
+    gap = heldout - train
+    gap = torch.where(gap < 0, torch.full_like(gap, MULTIBENCH_FLOOR), gap)
+    return _normalise(heldout.abs() / gap.pow(2).clamp_min(eps))
 
 
 def _normalise(raw: Tensor) -> Tensor:
+    raw = torch.where(torch.isfinite(raw), raw, torch.zeros_like(raw))
     total = raw.sum()
     return raw / total if total > 0 else torch.zeros_like(raw)
 
 
+def head_loss(output: Any, labels: Tensor, head: str) -> Tensor:
+    """Scalar loss of one head: the fused head's cross-entropy, or modality ``head``'s auxiliary loss over
+    the samples where it was present."""
+    if head == FUSED:
+        return F.cross_entropy(output.logits.float(), labels)
+    return masked_cross_entropy(output.modality_logits[head], labels, output.presence(head))
+
+
+def average_gradients(model: nn.Module) -> None:
+    """Average the gradients of ``model`` over DDP ranks in one all-reduce (nothing when not distributed)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads])) / torch.distributed.get_world_size()
+    for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(part.view_as(g))
+
+
 @register_balancer("gradient_blend")
 class GradientBlendBalancer(Balancer):
-    """Per-head weights ``head_weights [H]`` re-estimated every K epochs from train/held-out losses.
+    """Per-head weights ``head_weights [H]`` estimated from separately trained copies every K epochs.
 
-    Config: ``every`` (K, epochs between estimates, int >= 1, default 1), ``form`` (``paper`` or
-    ``multibench``), ``eps`` (floor of ``O²``, > 0, default 1e-6).
+    Config: ``every`` (K, epochs per super-epoch, int >= 1, default 10 as BalanceBenchmark),
+    ``estimate_epochs`` (epochs each copy trains, int >= 1, default K), ``form`` (``paper`` or
+    ``multibench``), ``eps`` (floor of ``O²``, > 0).
     """
 
     name = "gradient_blend"
     needs_heldout = True
 
     def __init__(
-        self, modalities: Sequence[str], every: int = 1, form: str = "paper", eps: float = 1e-6
+        self,
+        modalities: Sequence[str],
+        every: int = 10,
+        estimate_epochs: int | None = None,
+        form: str = "paper",
+        eps: float = 1e-12,
     ) -> None:
         super().__init__(modalities)
         self.every = check_int(self.name, "every", every, low=1)
+        self.estimate_epochs = check_int(
+            self.name, "estimate_epochs", self.every if estimate_epochs is None else estimate_epochs, low=1
+        )
         if form not in FORMS:
             raise ConfigError(
                 f"balancer {self.name!r}: form must be one of {FORMS}, got {form!r}; set balancer.form"
@@ -82,50 +146,71 @@ class GradientBlendBalancer(Balancer):
         self.eps = check_number(self.name, "eps", eps, strict=True)
         n = len(self.heads)
         self.register_buffer("head_weights", torch.full((n,), 1.0 / n))
-        self._anchor: tuple[int, Tensor, Tensor] | None = None
+        # T(n), V(n), T(n+K), V(n+K) [4, H] of the last estimate
+        self.register_buffer("last_losses", torch.full((4, n), float("nan"), dtype=torch.float64))
 
     def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """``Σ_k w_k L_k`` over the heads present (scalar)."""
         index, losses = stack_losses(self, fused_loss, modality_losses)
         return (self.head_weights[index].to(losses) * losses).sum()
 
-    def on_epoch_end(self, ctx: EpochContext) -> None:
-        """Record this epoch's losses; re-estimate the weights when a K-epoch window closes."""
-        epoch = ctx.epoch
-        train = self._vector("train_losses", ctx.train_losses)
-        heldout = self._vector("heldout_losses", ctx.heldout_losses)
-        if self._anchor is None:
-            self._anchor = (epoch, train, heldout)
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        """At a super-epoch's start, estimate every head's weight from a copy trained on that head alone."""
+        if ctx.epoch % self.every:
             return
-        start, train_n, heldout_n = self._anchor
-        if epoch - start < self.every:
-            return
+        train, heldout, measure, new_optimizer = self._inputs(ctx)
+        start = [measure(ctx.model, train), measure(ctx.model, heldout)]
+        losses = torch.tensor(
+            [
+                [*(float(s.get(head, "nan")) for s in start), *self._train_copy(head, ctx, train, heldout, measure, new_optimizer)]
+                for head in self.heads
+            ],
+            dtype=torch.float64,
+        ).T
+        self.last_losses.copy_(losses)
         if self.form == "paper":
-            new = blend_weights(train_n, heldout_n, train, heldout, eps=self.eps)
+            new = blend_weights(*losses, eps=self.eps)
         else:
-            new = multibench_weights(train, heldout, eps=self.eps)
+            new = multibench_weights(losses[2], losses[3], eps=self.eps)
         if new.sum() > 0:
-            self.head_weights.copy_(new)
-        self._anchor = (epoch, train, heldout)
+            self.head_weights.copy_(new.to(self.head_weights))
 
-    def _vector(self, what: str, losses: Mapping[str, float]) -> Tensor:
-        missing = [h for h in self.heads if h not in losses]
-        if missing:
+    def _inputs(self, ctx: EpochContext) -> tuple[Iterable[Batch], Iterable[Batch], Measure, NewOptimizer]:
+        missing = [k for k in ("train", "heldout") if k not in ctx.loaders]
+        missing += [k for k in ("measure", "new_optimizer") if getattr(ctx, k) is None]
+        if missing or ctx.measure is None or ctx.new_optimizer is None:
             raise ConfigError(
-                f"balancer {self.name!r}: {what} lacks heads {missing} (needs {list(self.heads)}); gradient "
-                "blending needs every head's mean train and held-out loss, so the trainer must hold out a "
-                "slice of the training data (Balancer.needs_heldout)"
+                f"balancer {self.name!r} needs the EpochContext's loaders 'train' and 'heldout', measure and "
+                f"new_optimizer (missing: {missing}); the trainer gives them to a balancer with needs_heldout"
             )
-        return torch.tensor([float(losses[h]) for h in self.heads], dtype=torch.float64)
+        return ctx.loaders["train"], ctx.loaders["heldout"], ctx.measure, ctx.new_optimizer
+
+    def _train_copy(
+        self,
+        head: str,
+        ctx: EpochContext,
+        train: Iterable[Batch],
+        heldout: Iterable[Batch],
+        measure: Measure,
+        new_optimizer: NewOptimizer,
+    ) -> list[float]:
+        """``[T(n+K), V(n+K)]`` (NaN where ``head`` had no loss) of a copy of the model trained for
+        ``estimate_epochs`` on ``head``'s loss alone, with a fresh optimizer."""
+        model = copy.deepcopy(ctx.model)
+        opt = new_optimizer(model.parameters())
+        model.train()
+        for epoch in range(self.estimate_epochs):
+            if hasattr(train, "set_epoch"):
+                train.set_epoch(ctx.epoch + epoch)
+            for raw in train:
+                batch = ctx.prepare(raw)
+                loss = head_loss(model(batch), batch["label"], head)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                average_gradients(model)
+                opt.step()
+        return [float(measure(model, split).get(head, "nan")) for split in (train, heldout)]
 
     def weights(self) -> dict[str, float]:
         """``w_k`` per head (they sum to 1)."""
         return dict(zip(self.heads, self.head_weights.tolist(), strict=True))
-
-    def get_extra_state(self) -> dict[str, Any]:
-        """The open window's epoch and losses, so checkpoints resume the schedule."""
-        return {"anchor": self._anchor}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what ``get_extra_state`` saved."""
-        self._anchor = state["anchor"]

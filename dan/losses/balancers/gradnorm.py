@@ -8,6 +8,10 @@ Every head ``i`` (fused and each modality, ``T`` in all) has a weight ``w_i``; t
 - ``L_grad = Σ_i |G_i - stopgrad(Ḡ r_i^α)|`` updates only the ``w_i``, with this balancer's own Adam;
 - after that step the ``w_i`` are kept positive and renormalised so that ``Σ_i w_i = T``.
 
+Under DDP every rank computes ``L_i``, ``∇_W L_i`` and so ``G_i``, ``L_i(0)`` and ``L_grad`` from the
+global batch (losses and gradients of ``W`` averaged over the ranks), so the weights, their Adam state and
+``L_i(0)`` are identical on every rank, as in the paper's single-process training.
+
 Where the computation happens:
 
 - ``combine`` (training, grad enabled) calls ``torch.autograd.grad(L_i, W, retain_graph=True)`` once per
@@ -31,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dan.engine.distributed import all_reduce_sum
 from dan.errors import ConfigError
 from dan.losses.balancers.base import Balancer, check_number, register_balancer, stack_losses
 from dan.losses.balancers.context import StepContext
@@ -76,9 +81,7 @@ class GradNormBalancer(Balancer):
                 "balancer 'gradnorm': model.shared_parameters() is empty or frozen; GradNorm needs the "
                 "trunk's last layer trainable (pick another balancer for a model without a shared trunk)"
             )
-        norms = torch.stack([_grad_norm(loss, shared) for loss in losses])
-        detached = losses.detach()
-        idx = torch.tensor(index, device=self.initial_losses.device)
+        idx, detached, norms = self._global(index, losses, shared)
         initial = self.initial_losses[idx]
         unseen = torch.isnan(initial)
         if unseen.any():
@@ -86,7 +89,7 @@ class GradNormBalancer(Balancer):
             self.initial_losses[idx] = initial
         ratio = detached / initial.to(detached).clamp_min(_TINY)
         inverse_rate = ratio / ratio.mean().clamp_min(_TINY)
-        w = self.loss_weights[index].detach().to(detached).clone().requires_grad_(True)
+        w = self.loss_weights[idx].detach().to(detached).clone().requires_grad_(True)
         g = w * norms
         target = (g.mean() * inverse_rate**self.alpha).detach()
         grad_loss = (g - target).abs().sum()
@@ -95,6 +98,25 @@ class GradNormBalancer(Balancer):
         full = torch.zeros_like(self.loss_weights)
         full[idx] = grad_w.to(full)
         return full
+
+    def _global(self, index: list[int], losses: Tensor, shared: list[nn.Parameter]) -> tuple[Tensor, Tensor, Tensor]:
+        """The heads present on any rank (indices ``[H']``), their losses ``[H']`` and ``‖∇_W L_i‖₂``
+        ``[H']`` on the global batch: losses and ``∇_W L_i`` averaged over the DDP ranks where head ``i``
+        had a loss (this rank's own values when not distributed)."""
+        n = len(self.heads)
+        grads = torch.zeros(n, sum(p.numel() for p in shared), device=losses.device)
+        for row, loss in zip(index, losses, strict=True):
+            grads[row] = _flat_grad(loss, shared)
+        value = torch.zeros(n, device=losses.device)
+        value[index] = losses.detach().float()
+        seen = torch.zeros(n, device=losses.device)
+        seen[index] = 1.0
+        total = all_reduce_sum(torch.cat([seen[:, None], value[:, None], grads], 1))
+        present = total[:, 0] > 0
+        count = total[present, 0:1]
+        mean = total[present] / count
+        idx = torch.arange(n, device=losses.device)[present].to(self.initial_losses.device)
+        return idx, mean[:, 1].to(losses.dtype), mean[:, 2:].norm(dim=1).to(losses.dtype)
 
     def after_backward(self, ctx: StepContext) -> None:
         """Step the weights on ``∂L_grad/∂w``, keep them positive, renormalise to ``Σ w = T``."""
@@ -121,10 +143,10 @@ class GradNormBalancer(Balancer):
         self._optimizer.load_state_dict(state["optimizer"])
 
 
-def _grad_norm(loss: Tensor, params: list[nn.Parameter]) -> Tensor:
-    """``‖∇_params loss‖₂`` (scalar), keeping the graph for the main backward."""
+def _flat_grad(loss: Tensor, params: list[nn.Parameter]) -> Tensor:
+    """``∇_params loss`` flattened ``[P]`` (zeros for parameters it does not reach), keeping the graph for
+    the main backward."""
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    squares = [g.detach().pow(2).sum() for g in grads if g is not None]
-    if not squares:
-        return loss.new_zeros(())
-    return torch.stack(squares).sum().sqrt()
+    return torch.cat(
+        [(g.detach() if g is not None else torch.zeros_like(p)).float().reshape(-1) for g, p in zip(grads, params, strict=True)]
+    )
