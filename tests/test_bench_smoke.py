@@ -108,3 +108,32 @@ def test_scaling_target_splits_the_cost_of_two_processes(tmp_path: Path) -> None
     assert "**missed**: 2 processes give 10% less" in row
     assert "one rank's work alone, doubled: 6400 pairs/s" in row
     assert "2 ranks side by side without DDP: 6100 pairs/s" in row
+
+
+@pytest.mark.parametrize("reached", [True, False])
+def test_image_head_target_against_the_plain_cnn(tmp_path: Path, reached: bool) -> None:
+    accs = [0.99, 0.996] if reached else [0.99, 0.993]
+    runs = [
+        {"seed": i, "import_s": 2.0, "ready_s": 3.0, "reached": reached, "time_to_accuracy_s": 30.0 if reached else None,
+         "final_test_acc": accs[-1], "epochs": [{"epoch": j + 1, "s": 15.0 * (j + 1), "test_acc": a}
+                                                for j, a in enumerate(accs)]}
+        for i in range(2)
+    ]
+    base = [{"seed": i, "test_acc_per_epoch": [0.99, 0.995], "reached": True, "time_to_accuracy_s": 50.0}
+            for i in range(2)]
+    write(
+        tmp_path,
+        "time_to_accuracy_acc_image",
+        {"config": "avmnist_fast", "overrides": [], "threads": 2, "metric": "acc_image", "target_acc": 0.995,
+         "target_s": 30.0, "runs": runs, "all_reached": reached, "median_s": 30.0 if reached else None,
+         "baseline": {"model": "bench/plain_cnn.py", "runs": base, "median_s": 50.0,
+                      "ratio": 0.6 if reached else None},
+         "command": "python bench/time_to_accuracy.py --metric acc_image --baseline"},
+    )
+    page = report.render(tmp_path)
+    row = next(line for line in page.splitlines() if line.startswith("| avmnist_fast image head to 99.5%"))
+    if reached:
+        assert "30 s vs 50 s median (0.60x)" in row and "**missed** by 0.1x" in row
+    else:
+        assert "never reached 99.5% (best 99.30%, 99.30%)" in row
+    assert "baseline `bench/plain_cnn.py` in the same run" in page
