@@ -21,7 +21,7 @@ from dan.data import build_data
 from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs, check_num_classes
 from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
-from dan.engine.evaluate import evaluate, head_losses_mean, misclassified, robustness
+from dan.engine.evaluate import contributions, evaluate, head_losses_mean, misclassified, robustness
 from dan.engine.trainer import build_optimizer, head_losses, split_heldout, to_device
 from dan.errors import ConfigError
 from dan.logging.plots import plot_classification_report
@@ -102,12 +102,16 @@ class FusionTask(BaseTask):
         result = evaluate(
             engine.wrapped, self.val_batches, self.model.num_classes, self.modalities, engine.device, amp=engine.amp
         )
+        shares = contributions(
+            engine.wrapped, lambda: self.val_batches, self.model.num_classes, self.modalities, engine.device,
+            full_acc=result.acc, amp=engine.amp,
+        )
         samples = []
         if engine.info.is_main and self.cfg.logger == "wandb" and self.cfg.wandb.log_misclassified:
             samples = misclassified(
                 self.model, self.val_batches, self.modalities, engine.device, self.cfg.wandb.log_misclassified
             )
-        return Validation(result.scalars("val"), result, samples)
+        return Validation({**result.scalars("val"), **{f"val/{k}": v for k, v in shares.items()}}, result, samples)
 
     def test(self, engine: Engine) -> dict[str, Any]:
         split, cfg = self.cfg.eval.split, self.cfg
@@ -120,7 +124,11 @@ class FusionTask(BaseTask):
             engine.wrapped, lambda: engine.loader(self.splits[split]), self.model.num_classes, present,
             engine.device, list(cfg.eval.noise_levels), seed=cfg.seed,
         )
-        scalars = test.scalars(split)
+        shares = contributions(
+            engine.wrapped, lambda: engine.loader(self.splits[split]), self.model.num_classes, present,
+            engine.device, full_acc=test.acc, amp=engine.amp,
+        )
+        scalars = {**test.scalars(split), **{f"{split}/{k}": v for k, v in shares.items()}}
         engine.logger.log_test(scalars, engine.step, test.confusion, robust)
         if engine.info.is_main:
             plots = plot_classification_report(test, robust, engine.run_dir, split, str(cfg.run_name))

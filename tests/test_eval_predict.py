@@ -61,11 +61,21 @@ def test_eval_writes_json_and_plots(
     assert report["num_samples"] == 60 and sum(map(sum, report["confusion"])) == 60
     assert len(report["per_class_acc"]) == 10 and set(report["modality_acc"]) == {"audio", "image"}
     assert set(report["acc_without"]) == {"audio", "image"}
+    # two modalities: φ_audio = ½ (v({audio}) - v(∅)) + ½ (v(both) - v({image})), v(∅) = 1/10
+    alone = {"audio": report["acc_without"]["image"], "image": report["acc_without"]["audio"]}
+    shares = report["contributions"]
+    for m, other in (("audio", "image"), ("image", "audio")):
+        expected = 0.5 * (alone[m] - 0.1) + 0.5 * (report["acc"] - alone[other])
+        assert shares[f"shapley_{m}"] == pytest.approx(expected, abs=1e-6)
+        assert summary[f"test/shapley_{m}"] == pytest.approx(expected, abs=1e-6)
+    gap = abs(shares["shapley_audio"] - shares["shapley_image"])
+    assert shares["imbalance"] == pytest.approx(gap / (abs(shares["shapley_audio"]) + abs(shares["shapley_image"])))
     assert [p["std"] for p in report["noise"]["image"]] == [0.0, 3.0]
     assert report["noise"]["audio"][0]["acc"] == pytest.approx(report["acc"])
     for name in ("confusion_test.png", "per_class_error_test.png", "noise_test.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
-    assert "SYNTHETIC" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC" in printed and f"imbalance degree {shares['imbalance']:.3f}" in printed
 
 
 def test_eval_other_split_and_bad_override(

@@ -134,6 +134,9 @@ def test_gradient_blend_holds_out_data_and_updates_weights(tmp_path: Path) -> No
     assert first["balancer/fused"] != pytest.approx(1 / 3)  # estimated before the first step
     assert sum(first[f"balancer/{h}"] for h in ("fused", "audio", "image")) == pytest.approx(1.0)
     assert last["balancer/fused"] != pytest.approx(first["balancer/fused"])  # re-estimated at epoch 2
+    # every validation logs each modality's Shapley contribution and the imbalance degree
+    vals = [r for r in records if "val/acc" in r]
+    assert len(vals) == 3 and all({"val/shapley_audio", "val/shapley_image", "val/imbalance"} <= set(r) for r in vals)
     # 90 of 120 pairs are trained on: 5 batches of 20 per epoch
     assert json.loads((tmp_path / "gb" / "results.json").read_text())["summary"]["steps"] == 15
 

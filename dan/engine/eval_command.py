@@ -14,7 +14,7 @@ from typing import Any
 from dan.config import from_dict, merge, to_dict, validate
 from dan.data import TensorBatchLoader, build_data
 from dan.engine.distributed import select_device
-from dan.engine.evaluate import evaluate, robustness
+from dan.engine.evaluate import contributions, evaluate, robustness
 from dan.errors import ConfigError
 from dan.logging.plots import plot_classification_report
 
@@ -74,6 +74,7 @@ def evaluate_checkpoint(
         "trained_on_manifest": loaded.manifest_hash,
         **result.to_dict(),
         "acc_without": robust["without"],
+        "contributions": contributions(model, batches, model.num_classes, present, device, full_acc=result.acc),
         "noise": robust["noise"],
     }
     out = Path(out) if out else Path(checkpoint).parent
@@ -92,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
     for m, a in r["modality_acc"].items():
         print(
             f"  {m} head accuracy {a:.4f}; fused accuracy without {m}: {r['acc_without'].get(m, float('nan')):.4f}"
+        )
+    shares = r["contributions"]
+    if shares:
+        print(
+            "  contributions (Shapley values of the fused accuracy): "
+            + ", ".join(f"{k.removeprefix('shapley_')} {v:+.4f}" for k, v in shares.items() if k != "imbalance")
+            + f"; imbalance degree {shares['imbalance']:.3f}"
         )
     for m, pts in r["noise"].items():
         print(f"  noise on {m}: " + ", ".join(f"std {p['std']:g} -> {p['acc']:.3f}" for p in pts))

@@ -1,5 +1,6 @@
 """Evaluation of a DAN classifier: fused, per-modality, per-class accuracy and the confusion matrix
-(torchmetrics, reduced over DDP ranks), modality ablation and accuracy against input noise."""
+(torchmetrics, reduced over DDP ranks), modality contributions (Shapley values), modality ablation and
+accuracy against input noise."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from dan.engine.trainer import autocast, to_device
+from dan.metrics.contribution import imbalance_degree, shapley_values
 from dan.models.output import DANOutput
 
 Transform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
@@ -137,6 +139,44 @@ def add_noise(m: str, std: float, seed: int = 0) -> Transform:
         return {**batch, m: x + std * noise}
 
     return transform
+
+
+def contributions(
+    model: nn.Module,
+    make_batches: Callable[[], Iterable[Mapping[str, Tensor]]],
+    num_classes: int,
+    modalities: Sequence[str],
+    device: torch.device,
+    *,
+    full_acc: float | None = None,
+    amp: bool = False,
+) -> dict[str, float]:
+    """Each modality's Shapley value over the fused accuracy and the imbalance degree
+    (:mod:`dan.metrics.contribution`): ``{"shapley_<m>": φ_m, "imbalance": d}``; empty for one modality.
+
+    ``v(S)`` evaluates the split with the modalities outside ``S`` removed (``2^M - 2`` passes; ``full_acc``
+    is ``v`` of all modalities where already measured), ``v(∅) = 1 / num_classes``. Samples left with no
+    modality of ``S`` (missing-modality data) are not counted in ``v(S)``.
+    """
+    if len(modalities) < 2:
+        return {}
+
+    def value(subset: frozenset[str]) -> float:
+        if not subset:
+            return 1.0 / num_classes
+        if len(subset) == len(modalities) and full_acc is not None:
+            return full_acc
+        drops = [drop_modality(m) for m in modalities if m not in subset]
+
+        def transform(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+            for drop in drops:
+                batch = drop(batch)
+            return batch
+
+        return evaluate(model, make_batches(), num_classes, modalities, device, transform=transform, amp=amp).acc
+
+    phi = shapley_values(value, modalities)
+    return {**{f"shapley_{m}": v for m, v in phi.items()}, "imbalance": imbalance_degree(phi)}
 
 
 def robustness(
