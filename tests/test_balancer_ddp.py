@@ -1,7 +1,8 @@
 """Every rank of a 2-process gloo run (real ``torchrun``) ends with the same parameters and the same
 balancer state, for every balancer: OGM-GE's scores are all-reduced and its GE noise drawn from a generator
 shared by the ranks; uncertainty's log-variance gradients are averaged; GradNorm's losses and trunk
-gradients are averaged before its weight update; gradient blending trains its copies data-parallel."""
+gradients are averaged before its weight update; gradient blending trains its copies data-parallel;
+MMPareto averages each encoder's fused and unimodal gradients before choosing its weights."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge"]
+BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto"]
 
 
 @pytest.mark.slow

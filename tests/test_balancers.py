@@ -160,6 +160,7 @@ def test_only_gradient_blend_needs_heldout() -> None:
     assert {n: BALANCERS.get(n).needs_heldout for n in BALANCERS.names()} == {
         "gradient_blend": True,
         "gradnorm": False,
+        "mmpareto": False,
         "ogm_ge": False,
         "static": False,
         "uncertainty": False,
@@ -172,6 +173,7 @@ EXPECTED_KEYS = {
     "gradnorm": {"fused", "audio", "image"},
     "gradient_blend": {"fused", "audio", "image"},
     "ogm_ge": {"fused", "audio", "image", "k/audio", "k/image", "rho/audio", "rho/image"},
+    "mmpareto": {"fused", "audio", "image", "k_fused/audio", "k_fused/image", "cos/audio", "cos/image"},
 }
 
 

@@ -7,6 +7,7 @@ from dan.losses.balancers.base import BALANCERS, FUSED, Balancer, build_balancer
 from dan.losses.balancers.context import EpochContext, StepContext
 from dan.losses.balancers.gradient_blend import GradientBlendBalancer, blend_weights, multibench_weights
 from dan.losses.balancers.gradnorm import GradNormBalancer
+from dan.losses.balancers.mmpareto import MMParetoBalancer
 from dan.losses.balancers.ogm_ge import OGMGEBalancer
 from dan.losses.balancers.static import StaticBalancer
 from dan.losses.balancers.uncertainty import UncertaintyBalancer
@@ -18,6 +19,7 @@ __all__ = [
     "EpochContext",
     "GradNormBalancer",
     "GradientBlendBalancer",
+    "MMParetoBalancer",
     "OGMGEBalancer",
     "StaticBalancer",
     "StepContext",
