@@ -21,6 +21,7 @@ from dan.losses import EpochContext, StepContext, build_balancer
 from dan.models import build_model
 
 CLASSES = 4
+CONFIGS = {"relearning": {"every": 1}}  # diagnose after the one epoch this worker runs
 
 
 def flat(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -43,7 +44,7 @@ def run(name: str, rank: int, world: int) -> dict[str, float]:
             "trunk": {"name": "mlp", "share": True}, "fusion": {"name": "concat"},
         }
     )
-    balancer = build_balancer({"name": name}, model.modalities)
+    balancer = build_balancer({"name": name, **CONFIGS.get(name, {})}, model.modalities)
     wrapped = DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.05)
     extra = list(balancer.parameters())
@@ -59,17 +60,18 @@ def run(name: str, rank: int, world: int) -> dict[str, float]:
             "label": torch.randint(0, CLASSES, (16,), generator=g),
         }
 
-    moved = 0.0
-    if balancer.needs_heldout:  # gradient blending: estimate from copies trained on this rank's shard
-        loaders = {"train": [make_batch() for _ in range(2)], "heldout": [make_batch()]}
-        balancer.on_epoch_start(
-            EpochContext(
-                0, model, loaders=loaders, forward=wrapped, optimizer=optimizer,
-                measure=lambda m, batches: head_losses_mean(m, batches, model.modalities, torch.device("cpu")),
-                new_optimizer=lambda params: torch.optim.AdamW(params, lr=0.01, weight_decay=0.05),
-            )
+    loaders = {"train": [make_batch() for _ in range(2)], "heldout": [make_batch()], "val": [make_batch()]}
+
+    def epoch_context(epoch: int) -> EpochContext:
+        return EpochContext(
+            epoch, model, loaders=loaders, optimizer=optimizer,
+            measure=lambda m, batches: head_losses_mean(m, batches, model.modalities, torch.device("cpu")),
+            new_optimizer=lambda params: torch.optim.AdamW(params, lr=0.01, weight_decay=0.05),
         )
-        moved = max(abs(w - 1 / 3) for w in balancer.weights().values())
+
+    # gradient blending estimates here from copies trained on this rank's shard
+    balancer.on_epoch_start(epoch_context(0))
+    moved = max(abs(w - 1 / 3) for h, w in balancer.weights().items() if h in balancer.heads)
     for step in range(4):
         batch = make_batch()
         out = wrapped(batch)
@@ -86,6 +88,7 @@ def run(name: str, rank: int, world: int) -> dict[str, float]:
         if module_opt:
             module_opt.step()
         balancer.after_step(ctx)
+    balancer.on_epoch_end(epoch_context(1))  # re-learning diagnoses here, on each rank's own embeddings
     state = [v for v in balancer.state_dict().values() if isinstance(v, torch.Tensor)]
     weights = torch.tensor(list(balancer.weights().values()))
     del wrapped, ctx, out, loss  # a DDP wrapper alive when its process group is destroyed can abort gloo

@@ -161,6 +161,7 @@ def test_only_gradient_blend_needs_heldout() -> None:
         "gradient_blend": True,
         "gradnorm": False,
         "mmpareto": False,
+        "relearning": False,
         "ogm_ge": False,
         "static": False,
         "uncertainty": False,
@@ -174,6 +175,7 @@ EXPECTED_KEYS = {
     "gradient_blend": {"fused", "audio", "image"},
     "ogm_ge": {"fused", "audio", "image", "k/audio", "k/image", "rho/audio", "rho/image"},
     "mmpareto": {"fused", "audio", "image", "k_fused/audio", "k_fused/image", "cos/audio", "cos/image"},
+    "relearning": {"fused", "audio", "image", "alpha/audio", "alpha/image", "purity_gap/audio", "purity_gap/image"},
 }
 
 

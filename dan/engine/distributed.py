@@ -88,6 +88,31 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     return t
 
 
+def current_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_objects(obj: object) -> list[object]:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` without a process group)."""
+    if current_world()[1] == 1:
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def from_rank0(obj: object) -> object:
+    """Rank 0's picklable ``obj`` on every rank (``obj`` itself without a process group)."""
+    if current_world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def broadcast_flag(flag: bool, info: DistInfo) -> bool:
     """Rank 0's ``flag`` on every rank (early stopping, NaN stop), so all ranks leave the loop together."""
     if not info.distributed:

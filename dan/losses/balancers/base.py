@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from dan.errors import ConfigError
 from dan.losses.balancers.context import EpochContext, StepContext
+from dan.losses.masked import masked_cross_entropy
 from dan.registry import Registry
 
 FUSED = "fused"
@@ -86,6 +87,20 @@ def stack_losses(
     index = [0] + [i for i, m in enumerate(balancer.heads) if m in modality_losses]
     losses = [fused_loss] + [modality_losses[balancer.heads[i]] for i in index[1:]]
     return index, torch.stack([loss.reshape(()) for loss in losses])
+
+
+def fused_objective(fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
+    """``L_f`` plus each auxiliary head's loss on *detached* features (scalar): the heads still learn (their
+    accuracies stay meaningful) while the towers and the trunk learn from the fused loss alone, as methods
+    whose reference trains no auxiliary heads (OGM-GE, re-learning) require."""
+    heads = getattr(ctx.model, "aux_heads", None)
+    loss = fused_loss
+    if heads is None or ctx.output is None:
+        return loss
+    for m in modality_losses:
+        logits = heads[m](ctx.output.embeddings[m].detach())
+        loss = loss + masked_cross_entropy(logits, ctx.labels, ctx.output.presence(m))
+    return loss
 
 
 def check_modalities(name: str, modalities: Sequence[str]) -> tuple[str, ...]:

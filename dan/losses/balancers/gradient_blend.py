@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dan.engine.distributed import all_reduce_sum
+from dan.engine.distributed import all_reduce_sum, current_world
 from dan.errors import ConfigError
 from dan.losses.balancers.base import (
     FUSED,
@@ -106,9 +106,10 @@ def head_loss(output: Any, labels: Tensor, head: str) -> Tensor:
 def average_gradients(model: nn.Module) -> None:
     """Average the gradients of ``model`` over DDP ranks in one all-reduce (nothing when not distributed)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    world = current_world()[1]
+    if not grads or world == 1:
         return
-    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads])) / torch.distributed.get_world_size()
+    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads])) / world
     for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
         g.copy_(part.view_as(g))
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dan.engine.distributed import all_reduce_sum
+from dan.engine.distributed import all_reduce_sum, current_world
 from dan.losses.balancers.base import Balancer, check_number, register_balancer, stack_losses
 from dan.losses.balancers.context import StepContext
 
@@ -65,11 +65,6 @@ def _flat(grads: Sequence[Tensor | None], params: Sequence[nn.Parameter]) -> Ten
     return torch.cat(
         [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params, strict=True)]
     )
-
-
-def _world() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 @register_balancer("mmpareto")
@@ -99,7 +94,7 @@ class MMParetoBalancer(Balancer):
                     continue
                 g_f = torch.autograd.grad(fused_loss, params, retain_graph=True, allow_unused=True)
                 g_m = torch.autograd.grad(own, params, retain_graph=True, allow_unused=True)
-                both = all_reduce_sum(torch.stack([_flat(g_f, params), _flat(g_m, params)])) / _world()
+                both = all_reduce_sum(torch.stack([_flat(g_f, params), _flat(g_m, params)])) / current_world()[1]
                 self._pending[m] = (params, both[0], both[1])
         return losses.sum()
 

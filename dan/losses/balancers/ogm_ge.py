@@ -55,9 +55,8 @@ from torch import Tensor, nn
 
 from dan.engine.distributed import all_reduce_sum
 from dan.errors import ConfigError
-from dan.losses.balancers.base import Balancer, check_int, check_number, register_balancer
+from dan.losses.balancers.base import Balancer, check_int, check_number, fused_objective, register_balancer
 from dan.losses.balancers.context import StepContext
-from dan.losses.masked import masked_cross_entropy
 
 MODULATE = ("auto", "gradient", "update")
 MODULATED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -134,14 +133,7 @@ class OGMGEBalancer(Balancer):
     def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """``L_f`` plus the auxiliary heads' losses on detached features (scalar): the towers and the trunk
         learn from the fused loss alone."""
-        heads = getattr(ctx.model, "aux_heads", None)
-        loss = fused_loss
-        if heads is None or ctx.output is None:
-            return loss
-        for m in modality_losses:
-            logits = heads[m](ctx.output.embeddings[m].detach())
-            loss = loss + masked_cross_entropy(logits, ctx.labels, ctx.output.presence(m))
-        return loss
+        return fused_objective(fused_loss, modality_losses, ctx)
 
     def coefficients(self, scores: Mapping[str, Tensor]) -> tuple[dict[str, float], dict[str, float]]:
         """``(k_m, ρ_m)`` per modality from scores ``{m: s_m}`` (scalars)."""
