@@ -154,6 +154,9 @@ def targets(r: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
             status = f"**missed**: {img['config']}'s image head never reached {img['target_acc']:.1%} " + (
                 "(best " + ", ".join(f"{max(e['test_acc'] for e in x['epochs']):.2%}" for x in img["runs"]) + ")"
             )
+            if base["median_s"] is None:
+                best = ", ".join(f"{max(x['test_acc_per_epoch']):.2%}" for x in base["runs"])
+                status += f"; nor did the plain CNN in every run (best {best})"
         elif base["ratio"] is None:
             status = "not measured: the plain CNN did not reach the target in every run"
         else:
