@@ -3,7 +3,8 @@ balancer state, for every balancer: OGM-GE's scores are all-reduced and its GE n
 shared by the ranks; uncertainty's log-variance gradients are averaged; GradNorm's losses and trunk
 gradients are averaged before its weight update; gradient blending trains its copies data-parallel;
 MMPareto averages each encoder's fused and unimodal gradients before choosing its weights; re-learning
-gathers every rank's embeddings and takes rank 0's re-initialisation strengths."""
+gathers every rank's embeddings and takes rank 0's re-initialisation strengths; PMR all-reduces its
+prototype sums and its scores."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning"]
+BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr"]
 
 
 @pytest.mark.slow

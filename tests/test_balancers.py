@@ -163,6 +163,7 @@ def test_only_gradient_blend_needs_heldout() -> None:
         "mmpareto": False,
         "relearning": False,
         "ogm_ge": False,
+        "pmr": False,
         "static": False,
         "uncertainty": False,
     }
@@ -175,6 +176,7 @@ EXPECTED_KEYS = {
     "gradient_blend": {"fused", "audio", "image"},
     "ogm_ge": {"fused", "audio", "image", "k/audio", "k/image", "rho/audio", "rho/image"},
     "mmpareto": {"fused", "audio", "image", "k_fused/audio", "k_fused/image", "cos/audio", "cos/image"},
+    "pmr": {"fused", "audio", "image", "beta/audio", "beta/image", "ratio/audio", "ratio/image"},
     "relearning": {"fused", "audio", "image", "alpha/audio", "alpha/image", "purity_gap/audio", "purity_gap/image"},
 }
 
@@ -183,13 +185,15 @@ EXPECTED_KEYS = {
 def test_weights_keys_are_stable_through_training(name: str) -> None:
     torch.manual_seed(0)
     model, b = StandIn(), build_balancer(name, MODS)
+    model.num_classes = CLASSES
     opt = torch.optim.SGD([*model.parameters(), *b.parameters()], lr=0.05)
     seen = [b.weights()]
     for epoch in range(3):
         for step in range(2):
             train_step(b, model, opt, make_batch(seed=step), epoch)
             seen.append(b.weights())
-        b.on_epoch_end(EpochContext(epoch, model, {"fused": 1.0 - 0.1 * epoch, "audio": 1.2, "image": 0.9}))
+        loaders = {"train": [make_batch(seed=5)], "val": [make_batch(seed=6)]}
+        b.on_epoch_end(EpochContext(epoch, model, {"fused": 1.0 - 0.1 * epoch, "audio": 1.2, "image": 0.9}, loaders))
         seen.append(b.weights())
     for w in seen:
         assert set(w) == EXPECTED_KEYS[name]

@@ -9,6 +9,7 @@ from dan.losses.balancers.gradient_blend import GradientBlendBalancer, blend_wei
 from dan.losses.balancers.gradnorm import GradNormBalancer
 from dan.losses.balancers.mmpareto import MMParetoBalancer
 from dan.losses.balancers.ogm_ge import OGMGEBalancer
+from dan.losses.balancers.pmr import PMRBalancer
 from dan.losses.balancers.relearning import ReLearningBalancer
 from dan.losses.balancers.static import StaticBalancer
 from dan.losses.balancers.uncertainty import UncertaintyBalancer
@@ -22,6 +23,7 @@ __all__ = [
     "GradientBlendBalancer",
     "MMParetoBalancer",
     "OGMGEBalancer",
+    "PMRBalancer",
     "ReLearningBalancer",
     "StaticBalancer",
     "StepContext",
