@@ -30,6 +30,13 @@ def reference_prototypes(model: StandIn, batches: list, m: str) -> torch.Tensor:
     return torch.stack([feats[labels == c].mean(0) for c in range(CLASSES)])
 
 
+def nudge(model: StandIn) -> None:
+    """Stands for an epoch of training."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+
+
 def test_prototypes_are_class_means_of_the_first_tenth_then_smoothed() -> None:
     model, loader = model_and_loader(20)
     b = build_balancer({"name": "pmr", "momentum": 0.2}, MODS)
@@ -37,16 +44,12 @@ def test_prototypes_are_class_means_of_the_first_tenth_then_smoothed() -> None:
     first = {m: reference_prototypes(model, loader[:2], m) for m in MODS}
     for m in MODS:
         torch.testing.assert_close(b.prototypes[m], first[m])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1)
+    nudge(model)
     b.on_epoch_end(EpochContext(0, model, loaders={"train": loader}))  # after epoch 0: no smoothing
     second = {m: reference_prototypes(model, loader[:2], m) for m in MODS}
     for m in MODS:
         torch.testing.assert_close(b.prototypes[m], second[m])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1)
+    nudge(model)
     b.on_epoch_end(EpochContext(1, model, loaders={"train": loader}))
     for m in MODS:
         new = reference_prototypes(model, loader[:2], m)
