@@ -102,8 +102,9 @@ class FusionTask(BaseTask):
         result = evaluate(
             engine.wrapped, self.val_batches, self.model.num_classes, self.modalities, engine.device, amp=engine.amp
         )
+        present = [m for m in self.modalities if m in self.splits["val"].modalities]
         shares = contributions(
-            engine.wrapped, lambda: self.val_batches, self.model.num_classes, self.modalities, engine.device,
+            engine.wrapped, lambda: self.val_batches, self.model.num_classes, present, engine.device,
             full_acc=result.acc, amp=engine.amp,
         )
         samples = []

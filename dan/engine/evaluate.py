@@ -153,6 +153,7 @@ def contributions(
 ) -> dict[str, float]:
     """Each modality's Shapley value over the fused accuracy and the imbalance degree
     (:mod:`dan.metrics.contribution`): ``{"shapley_<m>": φ_m, "imbalance": d}``; empty for one modality.
+    ``modalities`` are those the split holds (a tower without data has nothing to contribute).
 
     ``v(S)`` evaluates the split with the modalities outside ``S`` removed (``2^M - 2`` passes; ``full_acc``
     is ``v`` of all modalities where already measured), ``v(∅) = 1 / num_classes``. Samples left with no
