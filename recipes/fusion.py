@@ -22,7 +22,7 @@ from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs, check_num_classes
 from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
 from dan.engine.evaluate import contributions, evaluate, head_losses_mean, misclassified, robustness
-from dan.engine.trainer import build_optimizer, head_losses, split_heldout, to_device
+from dan.engine.trainer import head_losses, split_heldout, to_device
 from dan.errors import ConfigError
 from dan.logging.plots import plot_classification_report
 from dan.losses import EpochContext, StepContext, build_balancer
@@ -94,7 +94,7 @@ class FusionTask(BaseTask):
             prepare=lambda raw: self.augment(to_device(raw, engine.device)),
             measure=lambda model, batches: head_losses_mean(model, batches, self.modalities, engine.device),
             optimizer=engine.optimizer,
-            new_optimizer=lambda params: build_optimizer(params, self.cfg.optimizer),
+            new_optimizer=engine.new_optimizer,
             device=engine.device,
         )
 

@@ -12,7 +12,7 @@ import gc
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -225,6 +225,11 @@ class Engine:
             split, batch_size, shuffle=shuffle, seed=self.cfg.seed, drop_last=drop_last,
             rank=self.info.rank, world_size=self.info.world_size,
         )
+
+    def new_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """A fresh optimizer of the config's kind and base hyper-parameters (no schedule) over ``params``,
+        for methods that train copies of the model (gradient blending)."""
+        return T.build_optimizer(params, self.cfg.optimizer)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """The training model (DDP-wrapped where distributed) called under autocast."""
