@@ -127,7 +127,7 @@ class FusionTask(BaseTask):
         )
         shares = contributions(
             engine.wrapped, lambda: engine.loader(self.splits[split]), self.model.num_classes, present,
-            engine.device, full_acc=test.acc, amp=engine.amp,
+            engine.device, full_acc=test.acc, without=robust["without"], amp=engine.amp,
         )
         scalars = {**test.scalars(split), **{f"{split}/{k}": v for k, v in shares.items()}}
         engine.logger.log_test(scalars, engine.step, test.confusion, robust)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -128,14 +129,16 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def average_gradients(params: list[nn.Parameter], info: DistInfo) -> None:
-    """Average the gradients of parameters outside the DDP model (a learnable balancer's) over ranks."""
-    if not info.distributed:
+def average_gradients(params: Iterable[nn.Parameter], info: DistInfo | None = None) -> None:
+    """Average the gradients of parameters DDP does not own (a learnable balancer's, a copy of the model)
+    over the ranks of ``info`` (default: the initialised process group); nothing with one process."""
+    world = info.world_size if info is not None else current_world()[1]
+    if world == 1:
         return
     for p in params:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad /= info.world_size
+            p.grad /= world
 
 
 def broadcast_object(obj: object, info: DistInfo) -> object:

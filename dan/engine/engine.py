@@ -480,8 +480,9 @@ class Engine:
 
     def train_epoch(self) -> None:
         """One pass over this rank's training batches, from where a resumed run stopped."""
-        if self.batch_in_epoch == 0:
-            self.task.start_epoch(self)
+        start_epoch = getattr(self.task, "start_epoch", None)  # optional, as after_step
+        if self.batch_in_epoch == 0 and start_epoch is not None:
+            start_epoch(self)
         self.wrapped.train()
         batches = self.task.train_batches
         batches.set_epoch(self.epoch, start_batch=self.batch_in_epoch)

@@ -74,7 +74,9 @@ def evaluate_checkpoint(
         "trained_on_manifest": loaded.manifest_hash,
         **result.to_dict(),
         "acc_without": robust["without"],
-        "contributions": contributions(model, batches, model.num_classes, present, device, full_acc=result.acc),
+        "contributions": contributions(
+            model, batches, model.num_classes, present, device, full_acc=result.acc, without=robust["without"]
+        ),
         "noise": robust["noise"],
     }
     out = Path(out) if out else Path(checkpoint).parent

@@ -149,24 +149,29 @@ def contributions(
     device: torch.device,
     *,
     full_acc: float | None = None,
+    without: Mapping[str, float] | None = None,
     amp: bool = False,
 ) -> dict[str, float]:
     """Each modality's Shapley value over the fused accuracy and the imbalance degree
     (:mod:`dan.metrics.contribution`): ``{"shapley_<m>": φ_m, "imbalance": d}``; empty for one modality.
     ``modalities`` are those the split holds (a tower without data has nothing to contribute).
 
-    ``v(S)`` evaluates the split with the modalities outside ``S`` removed (``2^M - 2`` passes; ``full_acc``
-    is ``v`` of all modalities where already measured), ``v(∅) = 1 / num_classes``. Samples left with no
-    modality of ``S`` (missing-modality data) are not counted in ``v(S)``.
+    ``v(S)`` evaluates the split with the modalities outside ``S`` removed (up to ``2^M - 2`` passes),
+    ``v(∅) = 1 / num_classes``. Accuracies already measured are not measured again: ``full_acc`` is ``v`` of
+    all modalities, ``without`` the fused accuracy with one modality removed (:func:`robustness`'s
+    ``"without"``). Samples left with no modality of ``S`` (missing-modality data) are not counted in ``v(S)``.
     """
     if len(modalities) < 2:
         return {}
+    known: dict[frozenset[str], float] = {frozenset(): 1.0 / num_classes}
+    if full_acc is not None:
+        known[frozenset(modalities)] = full_acc
+    for m, acc in (without or {}).items():
+        known[frozenset(modalities) - {m}] = acc
 
     def value(subset: frozenset[str]) -> float:
-        if not subset:
-            return 1.0 / num_classes
-        if len(subset) == len(modalities) and full_acc is not None:
-            return full_acc
+        if subset in known:
+            return known[subset]
         drops = [drop_modality(m) for m in modalities if m not in subset]
 
         def transform(batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dan.engine.distributed import all_reduce_sum, current_world
+from dan.engine.distributed import average_gradients
 from dan.errors import ConfigError
 from dan.losses.balancers.base import (
     FUSED,
@@ -101,17 +101,6 @@ def head_loss(output: Any, labels: Tensor, head: str) -> Tensor:
     if head == FUSED:
         return F.cross_entropy(output.logits.float(), labels)
     return masked_cross_entropy(output.modality_logits[head], labels, output.presence(head))
-
-
-def average_gradients(model: nn.Module) -> None:
-    """Average the gradients of ``model`` over DDP ranks in one all-reduce (nothing when not distributed)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    world = current_world()[1]
-    if not grads or world == 1:
-        return
-    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads])) / world
-    for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
-        g.copy_(part.view_as(g))
 
 
 @register_balancer("gradient_blend")
@@ -208,7 +197,7 @@ class GradientBlendBalancer(Balancer):
                 loss = head_loss(model(batch), batch["label"], head)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                average_gradients(model)
+                average_gradients(model.parameters())
                 opt.step()
         return [float(measure(model, split).get(head, "nan")) for split in (train, heldout)]
 

@@ -39,33 +39,24 @@ from dan.engine.distributed import all_reduce_sum
 from dan.errors import ConfigError
 from dan.losses.balancers.base import Balancer, check_number, fused_objective, register_balancer
 from dan.losses.balancers.context import Batch, EpochContext, StepContext
+from dan.losses.balancers.features import present_embeddings
 from dan.losses.masked import masked_cross_entropy
 
 
-@torch.no_grad()
 def class_prototypes(
     model: nn.Module, batches: Iterable[Batch], modalities: Sequence[str], num_classes: int, device: torch.device
 ) -> dict[str, Tensor]:
     """``{m: [C, D]}`` class means of each modality's embeddings over ``batches`` (eval mode; summed over
     DDP ranks; a class never seen gets zeros)."""
-    was_training = model.training
-    model.eval()
     sums: dict[str, Tensor] = {}
-    counts: dict[str, Tensor] = {}
-    for raw in batches:
-        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in raw.items()}
-        out = model(batch)
-        onehot = torch.nn.functional.one_hot(batch["label"], num_classes).float()
-        for m in modalities:
-            keep = out.presence(m)
-            hot = onehot if keep is None else onehot * keep[:, None].float()
-            emb = out.embeddings[m].float()
-            sums[m] = sums.get(m, 0) + hot.T @ emb
-            counts[m] = counts.get(m, 0) + hot.sum(0)
-    model.train(was_training)
+    for per in present_embeddings(model, batches, modalities, device):
+        for m, (emb, labels) in per.items():
+            hot = torch.nn.functional.one_hot(labels, num_classes).float()
+            part = torch.cat([hot.T @ emb, hot.sum(0)[:, None]], 1)  # [C, D + 1]: sums and counts
+            sums[m] = sums[m] + part if m in sums else part
     protos = {}
-    for m in modalities:
-        total = all_reduce_sum(torch.cat([sums[m], counts[m][:, None]], 1))
+    for m, part in sums.items():
+        total = all_reduce_sum(part)
         protos[m] = total[:, :-1] / total[:, -1:].clamp_min(1)
     return protos
 

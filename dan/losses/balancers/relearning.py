@@ -41,6 +41,7 @@ from dan.engine.distributed import current_world, from_rank0, gather_objects
 from dan.errors import ConfigError
 from dan.losses.balancers.base import Balancer, check_int, check_number, fused_objective, register_balancer
 from dan.losses.balancers.context import Batch, EpochContext, StepContext
+from dan.losses.balancers.features import present_embeddings
 
 
 def purity(labels: np.ndarray, clusters: np.ndarray) -> float:
@@ -57,11 +58,6 @@ def cluster_purity(features: np.ndarray, labels: np.ndarray, n_clusters: int) ->
     scaled = MinMaxScaler(feature_range=(-1, 1)).fit_transform(features)
     clusters = KMeans(n_clusters=min(n_clusters, len(features)), random_state=0, n_init="auto").fit_predict(scaled)
     return purity(labels, clusters)
-
-
-def relearn_strength(gap: float, strength: float) -> float:
-    """``α = tanh(strength · gap)``, how far an encoder moves back to its initialisation."""
-    return float(np.tanh(strength * gap))
 
 
 @register_balancer("relearning")
@@ -144,31 +140,19 @@ class ReLearningBalancer(Balancer):
         self._initial = state["initial"]
 
 
-@torch.no_grad()
 def _embeddings(
     model: nn.Module, batches: Iterable[Batch], modalities: Sequence[str], device: torch.device
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{m: (features [N, D], labels [N])}`` of every rank's samples where ``m`` is present, eval mode."""
-    was_training = model.training
-    model.eval()
-    feats: dict[str, list[Tensor]] = {m: [] for m in modalities}
-    labels: dict[str, list[Tensor]] = {m: [] for m in modalities}
-    for raw in batches:
-        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in raw.items()}
-        out = model(batch)
-        for m in modalities:
-            if m not in out.embeddings:
-                continue
-            keep = out.presence(m)
-            emb, y = out.embeddings[m].float(), batch["label"]
-            if keep is not None:
-                emb, y = emb[keep], y[keep]
-            feats[m].append(emb.cpu())
-            labels[m].append(y.cpu())
-    model.train(was_training)
-    local = {m: (torch.cat(feats[m]) if feats[m] else torch.zeros(0), torch.cat(labels[m]) if labels[m] else
-                 torch.zeros(0, dtype=torch.long)) for m in modalities}
-    gathered = gather_objects(local)
+    local: dict[str, tuple[list[Tensor], list[Tensor]]] = {m: ([], []) for m in modalities}
+    for per in present_embeddings(model, batches, modalities, device):
+        for m, (emb, labels) in per.items():
+            local[m][0].append(emb.cpu())
+            local[m][1].append(labels.cpu())
+    gathered = gather_objects(
+        {m: (torch.cat(f) if f else torch.zeros(0), torch.cat(y) if y else torch.zeros(0, dtype=torch.long))
+         for m, (f, y) in local.items()}
+    )
     return {
         m: (torch.cat([g[m][0] for g in gathered]).numpy(), torch.cat([g[m][1] for g in gathered]).numpy())
         for m in modalities
