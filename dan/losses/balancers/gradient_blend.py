@@ -35,6 +35,10 @@ Where dan differs, and why:
   modalities, always present).
 - DDP: each rank trains its copies on its shard with the gradients averaged over ranks every step, and
   losses are reduced over ranks, so every rank computes the same weights, those of the global batch.
+- Optimizer: the references train with SGD. Under Adam (dan's default AdamW) a weight that scales the only
+  loss reaching a parameter (an auxiliary head's own layer) is normalised away; the towers and the trunk,
+  which several weighted losses reach, still see the blend. To train as the references do, set
+  ``optimizer.name=sgd``.
 
 Cost: each estimate trains ``(M + 1) × estimate_epochs`` extra epochs; with ``every = estimate_epochs = K``
 that is ``M + 1`` times the training itself, as in the references.
