@@ -158,6 +158,7 @@ def test_losses_for_unknown_modality_rejected() -> None:
 
 def test_only_gradient_blend_needs_heldout() -> None:
     assert {n: BALANCERS.get(n).needs_heldout for n in BALANCERS.names()} == {
+        "agm": False,
         "gradient_blend": True,
         "gradnorm": False,
         "mmpareto": False,
@@ -170,6 +171,7 @@ def test_only_gradient_blend_needs_heldout() -> None:
 
 
 EXPECTED_KEYS = {
+    "agm": {"fused", "audio", "image", "coeff/audio", "coeff/image", "score/audio", "score/image"},
     "static": {"fused", "audio", "image"},
     "uncertainty": {"fused", "audio", "image"},
     "gradnorm": {"fused", "audio", "image"},

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 
 def modality_subsets(modalities: Sequence[str]) -> list[frozenset[str]]:
@@ -27,14 +28,17 @@ def modality_subsets(modalities: Sequence[str]) -> list[frozenset[str]]:
     return [frozenset(c) for r in range(len(mods) + 1) for c in itertools.combinations(mods, r)]
 
 
-def shapley_values(value: Callable[[frozenset[str]], float], modalities: Sequence[str]) -> dict[str, float]:
-    """``{m: φ_m}`` from ``value(S)``, the accuracy with only the modalities of ``S``, called once per subset."""
+def shapley_values(value: Callable[[frozenset[str]], Any], modalities: Sequence[str]) -> dict[str, Any]:
+    """``{m: φ_m}`` from ``value(S)``, the accuracy with only the modalities of ``S``, called once per subset.
+
+    ``value`` may return floats or tensors of one shape (e.g. logits ``[B, C]``: AGM decomposes the fused
+    output this way); ``φ_m`` then has that shape."""
     mods = sorted(modalities)
     n = len(mods)
-    v = {s: float(value(s)) for s in modality_subsets(mods)}
+    v = {s: value(s) for s in modality_subsets(mods)}
     phi = {}
     for m in mods:
-        total = 0.0
+        total: Any = 0.0
         for s, vs in v.items():
             if m in s:
                 continue

@@ -3,6 +3,7 @@
 ``build_balancer("gradnorm", modalities)`` or ``build_balancer({"name": "ogm_ge", "alpha": 0.5}, mods)``.
 """
 
+from dan.losses.balancers.agm import AGMBalancer
 from dan.losses.balancers.base import BALANCERS, FUSED, Balancer, build_balancer, register_balancer
 from dan.losses.balancers.context import EpochContext, StepContext
 from dan.losses.balancers.gradient_blend import GradientBlendBalancer, blend_weights, multibench_weights
@@ -15,6 +16,7 @@ from dan.losses.balancers.static import StaticBalancer
 from dan.losses.balancers.uncertainty import UncertaintyBalancer
 
 __all__ = [
+    "AGMBalancer",
     "BALANCERS",
     "FUSED",
     "Balancer",
