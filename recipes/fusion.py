@@ -48,6 +48,7 @@ class FusionTask(BaseTask):
             )
         check_num_classes(self.model.num_classes, train, str(cfg.data.get("name")))
         self.balancer = build_balancer(cfg.balancer, self.modalities)
+        self.balancer.check_model(self.model)
         self.modules = {"balancer": self.balancer}
         self.heldout = None
         if self.balancer.needs_heldout:

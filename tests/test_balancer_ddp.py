@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr", "agm"]
+BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr", "agm", "mmcosine"]
 
 
 @pytest.mark.slow

@@ -30,6 +30,17 @@ MODS = ("audio", "image")
 CLASSES = 4
 
 
+class Split(nn.Module):
+    """The concat fusion's ``split`` over the stand-in's fused vector."""
+
+    def __init__(self, modalities: list[str], d: int) -> None:
+        super().__init__()
+        self.modalities, self.d = modalities, d
+
+    def split(self, fused: Tensor) -> dict[str, Tensor]:
+        return dict(zip(self.modalities, fused.split(self.d, dim=-1), strict=True))
+
+
 class StandIn(nn.Module):
     """towers_m: Linear(IN_m, D) -> shared trunk layer Linear(D, D) -> concat -> Linear(2D, C); aux heads."""
 
@@ -41,6 +52,7 @@ class StandIn(nn.Module):
         self.trunk = nn.Linear(d, d)
         self.head = nn.Linear(d * len(dims), CLASSES)
         self.aux_heads = nn.ModuleDict({m: nn.Linear(d, CLASSES) for m in dims})
+        self.fusion = Split(self.modalities, d)
 
     def forward(self, batch: dict[str, Tensor]) -> DANOutput:
         emb = {m: torch.relu(self.trunk(torch.relu(self.towers[m](batch[m])))) for m in self.modalities}
@@ -161,6 +173,7 @@ def test_only_gradient_blend_needs_heldout() -> None:
         "agm": False,
         "gradient_blend": True,
         "gradnorm": False,
+        "mmcosine": False,
         "mmpareto": False,
         "relearning": False,
         "ogm_ge": False,
@@ -177,6 +190,7 @@ EXPECTED_KEYS = {
     "gradnorm": {"fused", "audio", "image"},
     "gradient_blend": {"fused", "audio", "image"},
     "ogm_ge": {"fused", "audio", "image", "k/audio", "k/image", "rho/audio", "rho/image"},
+    "mmcosine": {"fused", "audio", "image"},
     "mmpareto": {"fused", "audio", "image", "k_fused/audio", "k_fused/image", "cos/audio", "cos/image"},
     "pmr": {"fused", "audio", "image", "beta/audio", "beta/image", "ratio/audio", "ratio/image"},
     "relearning": {"fused", "audio", "image", "alpha/audio", "alpha/image", "purity_gap/audio", "purity_gap/image"},

@@ -8,6 +8,7 @@ from dan.losses.balancers.base import BALANCERS, FUSED, Balancer, build_balancer
 from dan.losses.balancers.context import EpochContext, StepContext
 from dan.losses.balancers.gradient_blend import GradientBlendBalancer, blend_weights, multibench_weights
 from dan.losses.balancers.gradnorm import GradNormBalancer
+from dan.losses.balancers.mmcosine import MMCosineBalancer
 from dan.losses.balancers.mmpareto import MMParetoBalancer
 from dan.losses.balancers.ogm_ge import OGMGEBalancer
 from dan.losses.balancers.pmr import PMRBalancer
@@ -23,6 +24,7 @@ __all__ = [
     "EpochContext",
     "GradNormBalancer",
     "GradientBlendBalancer",
+    "MMCosineBalancer",
     "MMParetoBalancer",
     "OGMGEBalancer",
     "PMRBalancer",

@@ -49,6 +49,10 @@ class Balancer(nn.Module):
         self.modalities = check_modalities(self.name, modalities)
         self.heads: tuple[str, ...] = (FUSED, *self.modalities)
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise a ConfigError naming the fix where ``model`` lacks what this balancer needs; nothing by
+        default. Recipes call it once the model is built."""
+
     def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """The scalar objective to backward from scalar losses ``L_f`` and ``{m: L_m}`` of step ``ctx``."""
         return stack_losses(self, fused_loss, modality_losses)[1].sum()
