@@ -21,11 +21,22 @@ from dan.losses import EpochContext, StepContext, build_balancer
 from dan.models import build_model
 
 CLASSES = 4
-CONFIGS = {"relearning": {"every": 1}}  # diagnose after the one epoch this worker runs
+CONFIGS = {"relearning": {"every": 1}, "umt": {"teacher_epochs": 1}}  # diagnose after this worker's one epoch
 
 
 def flat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.detach().float().reshape(-1) for t in tensors]) if tensors else torch.zeros(0)
+
+
+def tensors(state: object) -> list[torch.Tensor]:
+    """Every floating tensor in ``state`` (a state dict, with extra state: prototypes, teachers' weights)."""
+    if isinstance(state, torch.Tensor):
+        return [state] if state.is_floating_point() else []
+    if isinstance(state, dict):
+        return [t for v in state.values() for t in tensors(v)]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in tensors(v)]
+    return []
 
 
 def spread(t: torch.Tensor, world: int) -> float:
@@ -89,7 +100,7 @@ def run(name: str, rank: int, world: int) -> dict[str, float]:
             module_opt.step()
         balancer.after_step(ctx)
     balancer.on_epoch_end(epoch_context(1))  # re-learning diagnoses here, on each rank's own embeddings
-    state = [v for v in balancer.state_dict().values() if isinstance(v, torch.Tensor)]
+    state = tensors(dict(balancer.state_dict()))
     weights = torch.tensor(list(balancer.weights().values()))
     del wrapped, ctx, out, loss  # a DDP wrapper alive when its process group is destroyed can abort gloo
     gc.collect()

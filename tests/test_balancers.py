@@ -179,6 +179,8 @@ def test_only_gradient_blend_needs_heldout() -> None:
         "ogm_ge": False,
         "pmr": False,
         "static": False,
+        "ume": False,
+        "umt": False,
         "uncertainty": False,
     }
 
@@ -187,6 +189,8 @@ EXPECTED_KEYS = {
     "agm": {"fused", "audio", "image", "coeff/audio", "coeff/image", "score/audio", "score/image"},
     "static": {"fused", "audio", "image"},
     "uncertainty": {"fused", "audio", "image"},
+    "ume": {"fused", "audio", "image"},
+    "umt": {"fused", "audio", "image", "distill/audio", "distill/image"},
     "gradnorm": {"fused", "audio", "image"},
     "gradient_blend": {"fused", "audio", "image"},
     "ogm_ge": {"fused", "audio", "image", "k/audio", "k/image", "rho/audio", "rho/image"},

@@ -141,6 +141,19 @@ def average_gradients(params: Iterable[nn.Parameter], info: DistInfo | None = No
             p.grad /= world
 
 
+def average_buffers(module: nn.Module) -> None:
+    """Average ``module``'s floating-point buffers (BatchNorm running statistics) over the ranks of the
+    initialised process group, for a copy of the model each rank trained on its own shard; nothing with one
+    process."""
+    world = current_world()[1]
+    if world == 1:
+        return
+    for b in module.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b, op=dist.ReduceOp.SUM)
+            b /= world
+
+
 def broadcast_object(obj: object, info: DistInfo) -> object:
     """Rank 0's picklable ``obj`` on every rank (``obj`` itself when not distributed)."""
     if not info.distributed:

@@ -14,11 +14,10 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from dan.batch import Transform, drop_modality, only_modalities
 from dan.engine.trainer import autocast, to_device
 from dan.metrics.contribution import imbalance_degree, shapley_values
 from dan.models.output import DANOutput
-
-Transform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 
 
 @dataclass
@@ -110,23 +109,6 @@ def evaluate(
     )
 
 
-def drop_modality(m: str) -> Transform:
-    """A transform that removes modality ``m`` from every batch, and the samples left with no modality
-    (they have no prediction without ``m``)."""
-
-    def transform(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        out = {k: v for k, v in batch.items() if k not in (m, f"{m}_mask")}
-        masks = [v for k, v in out.items() if k.endswith("_mask") and k[: -len("_mask")] in out]
-        if not masks:
-            return out
-        keep = torch.stack(masks, 1).any(1)
-        if bool(keep.all()):
-            return out
-        return {k: v[keep] if v.dim() > 0 and v.shape[0] == keep.shape[0] else v for k, v in out.items()}
-
-    return transform
-
-
 def add_noise(m: str, std: float, seed: int = 0) -> Transform:
     """A transform adding seeded Gaussian noise of ``std`` (in normalised input units) to modality ``m``."""
     generator: dict[str, torch.Generator] = {}
@@ -172,12 +154,8 @@ def contributions(
     def value(subset: frozenset[str]) -> float:
         if subset in known:
             return known[subset]
-        drops = [drop_modality(m) for m in modalities if m not in subset]
-
         def transform(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-            for drop in drops:
-                batch = drop(batch)
-            return batch
+            return only_modalities(batch, set(subset), list(modalities))
 
         return evaluate(model, make_batches(), num_classes, modalities, device, transform=transform, amp=amp).acc
 

@@ -15,6 +15,7 @@ from dan.losses.balancers.pmr import PMRBalancer
 from dan.losses.balancers.relearning import ReLearningBalancer
 from dan.losses.balancers.static import StaticBalancer
 from dan.losses.balancers.uncertainty import UncertaintyBalancer
+from dan.losses.balancers.unimodal import UMEBalancer, UMTBalancer
 
 __all__ = [
     "AGMBalancer",
@@ -31,6 +32,8 @@ __all__ = [
     "ReLearningBalancer",
     "StaticBalancer",
     "StepContext",
+    "UMEBalancer",
+    "UMTBalancer",
     "UncertaintyBalancer",
     "blend_weights",
     "build_balancer",

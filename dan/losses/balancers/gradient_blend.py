@@ -46,18 +46,13 @@ that is ``M + 1`` times the training itself, as in the references.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dan.engine.distributed import average_gradients
 from dan.errors import ConfigError
 from dan.losses.balancers.base import (
-    FUSED,
     Balancer,
     check_int,
     check_number,
@@ -65,11 +60,10 @@ from dan.losses.balancers.base import (
     stack_losses,
 )
 from dan.losses.balancers.context import Batch, EpochContext, StepContext
-from dan.losses.masked import masked_cross_entropy
+from dan.losses.balancers.copies import train_copy
 
 FORMS = ("paper", "multibench")
 Measure = Callable[[nn.Module, Iterable[Batch]], Mapping[str, float]]
-NewOptimizer = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 MULTIBENCH_FLOOR = 1e-4
 
 
@@ -97,14 +91,6 @@ def _normalise(raw: Tensor) -> Tensor:
     raw = torch.where(torch.isfinite(raw), raw, torch.zeros_like(raw))
     total = raw.sum()
     return raw / total if total > 0 else torch.zeros_like(raw)
-
-
-def head_loss(output: Any, labels: Tensor, head: str) -> Tensor:
-    """Scalar loss of one head: the fused head's cross-entropy, or modality ``head``'s auxiliary loss over
-    the samples where it was present."""
-    if head == FUSED:
-        return F.cross_entropy(output.logits.float(), labels)
-    return masked_cross_entropy(output.modality_logits[head], labels, output.presence(head))
 
 
 @register_balancer("gradient_blend")
@@ -152,11 +138,11 @@ class GradientBlendBalancer(Balancer):
         """At a super-epoch's start, estimate every head's weight from a copy trained on that head alone."""
         if ctx.epoch % self.every:
             return
-        train, heldout, measure, new_optimizer = self._inputs(ctx)
+        train, heldout, measure = self._inputs(ctx)
         start = [measure(ctx.model, train), measure(ctx.model, heldout)]
         losses = torch.tensor(
             [
-                [*(float(s.get(head, "nan")) for s in start), *self._train_copy(head, ctx, train, heldout, measure, new_optimizer)]
+                [*(float(s.get(head, "nan")) for s in start), *self._train_copy(head, ctx, train, heldout, measure)]
                 for head in self.heads
             ],
             dtype=torch.float64,
@@ -169,7 +155,7 @@ class GradientBlendBalancer(Balancer):
         if new.sum() > 0:
             self.head_weights.copy_(new.to(self.head_weights))
 
-    def _inputs(self, ctx: EpochContext) -> tuple[Iterable[Batch], Iterable[Batch], Measure, NewOptimizer]:
+    def _inputs(self, ctx: EpochContext) -> tuple[Iterable[Batch], Iterable[Batch], Measure]:
         missing = [k for k in ("train", "heldout") if k not in ctx.loaders]
         missing += [k for k in ("measure", "new_optimizer") if getattr(ctx, k) is None]
         if missing or ctx.measure is None or ctx.new_optimizer is None:
@@ -177,7 +163,7 @@ class GradientBlendBalancer(Balancer):
                 f"balancer {self.name!r} needs the EpochContext's loaders 'train' and 'heldout', measure and "
                 f"new_optimizer (missing: {missing}); the trainer gives them to a balancer with needs_heldout"
             )
-        return ctx.loaders["train"], ctx.loaders["heldout"], ctx.measure, ctx.new_optimizer
+        return ctx.loaders["train"], ctx.loaders["heldout"], ctx.measure
 
     def _train_copy(
         self,
@@ -186,23 +172,10 @@ class GradientBlendBalancer(Balancer):
         train: Iterable[Batch],
         heldout: Iterable[Batch],
         measure: Measure,
-        new_optimizer: NewOptimizer,
     ) -> list[float]:
         """``[T(n+K), V(n+K)]`` (NaN where ``head`` had no loss) of a copy of the model trained for
         ``estimate_epochs`` on ``head``'s loss alone, with a fresh optimizer."""
-        model = copy.deepcopy(ctx.model)
-        opt = new_optimizer(model.parameters())
-        model.train()
-        for epoch in range(self.estimate_epochs):
-            if hasattr(train, "set_epoch"):
-                train.set_epoch(ctx.epoch + epoch)
-            for raw in train:
-                batch = ctx.prepare(raw)
-                loss = head_loss(model(batch), batch["label"], head)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients(model.parameters())
-                opt.step()
+        model = train_copy(ctx, train, head, self.estimate_epochs)
         return [float(measure(model, split).get(head, "nan")) for split in (train, heldout)]
 
     def weights(self) -> dict[str, float]:

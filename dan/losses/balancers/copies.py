@@ -1,0 +1,60 @@
+"""Copies of the model trained on one head's loss alone, for balancers that need separately trained models
+(gradient blending's per-head estimates, UMT's unimodal teachers)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dan.batch import only_modalities
+from dan.engine.distributed import average_buffers, average_gradients
+from dan.errors import ConfigError
+from dan.losses.balancers.base import FUSED
+from dan.losses.balancers.context import Batch, EpochContext
+from dan.losses.masked import masked_cross_entropy
+
+
+def head_loss(output: Any, labels: Tensor, head: str) -> Tensor:
+    """Scalar loss of one head: the fused head's cross-entropy, or modality ``head``'s auxiliary loss over
+    the samples where it was present."""
+    if head == FUSED:
+        return F.cross_entropy(output.logits.float(), labels)
+    return masked_cross_entropy(output.modality_logits[head], labels, output.presence(head))
+
+
+def train_copy(
+    ctx: EpochContext,
+    batches: Iterable[Batch],
+    head: str,
+    epochs: int,
+    *,
+    inputs: Sequence[str] | None = None,
+) -> nn.Module:
+    """A deep copy of ``ctx.model`` trained for ``epochs`` passes over ``batches`` on ``head``'s loss alone,
+    with a fresh optimizer (``ctx.new_optimizer``); ``inputs`` limits the modalities it is given (the samples
+    left without any are skipped). Under DDP the copy trains data-parallel (gradients averaged every step,
+    running statistics averaged at the end), so every rank ends with the same copy."""
+    if ctx.new_optimizer is None:
+        raise ConfigError("training a copy of the model needs EpochContext.new_optimizer (the trainer gives it)")
+    model = copy.deepcopy(ctx.model)
+    opt = ctx.new_optimizer(model.parameters())
+    modalities = list(getattr(model, "modalities", []))
+    model.train()
+    for epoch in range(epochs):
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(ctx.epoch + epoch)
+        for raw in batches:
+            batch = ctx.prepare(raw)
+            if inputs is not None:
+                batch = only_modalities(dict(batch), set(inputs), modalities)
+            loss = head_loss(model(batch), batch["label"], head)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients(model.parameters())
+            opt.step()
+    average_buffers(model)
+    return model
