@@ -24,9 +24,16 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C handled as in a terminal, even where the tests run as a background job (a shell
+    starts those with SIGINT ignored, and dan rightly keeps an inherited ignore, as under ``nohup``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(cmd: list[str], err: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=err.open("w"), text=True, env=_env(), cwd=REPO
+        cmd, stdout=subprocess.PIPE, stderr=err.open("w"), text=True, env=_env(), cwd=REPO,
+        preexec_fn=_interruptible,
     )
 
 
