@@ -21,11 +21,15 @@ def drop_modality(m: str) -> Transform:
         if not masks:
             return out
         keep = torch.stack(masks, 1).any(1)
-        if bool(keep.all()):
-            return out
-        return {k: v[keep] if v.dim() > 0 and v.shape[0] == keep.shape[0] else v for k, v in out.items()}
+        return out if bool(keep.all()) else select_rows(out, keep)
 
     return transform
+
+
+def select_rows(batch: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
+    """The samples ``rows`` (bool ``[B]``) of every per-sample tensor of ``batch``; other entries unchanged."""
+    size = rows.shape[0]
+    return {k: v[rows] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == size else v for k, v in batch.items()}
 
 
 def only_modalities(batch: dict[str, Tensor], keep: set[str], modalities: list[str]) -> dict[str, Tensor]:

@@ -53,9 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dan.batch import select_rows
 from dan.engine.distributed import all_reduce_sum
-from dan.errors import ConfigError
-from dan.losses.balancers.base import Balancer, check_int, check_number, fused_objective, register_balancer
+from dan.losses.balancers.base import Balancer, check_number, fused_objective, register_balancer
 from dan.losses.balancers.context import StepContext
 from dan.metrics.contribution import shapley_values
 
@@ -77,8 +77,7 @@ def subset_logits(
     rows = torch.stack(list(masks.values()), 1).any(1)
     if not bool(rows.any()):
         return None
-    size = rows.shape[0]
-    part = {k: v[rows] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == size else v for k, v in batch.items()}
+    part = select_rows(dict(batch), rows)
     part.update({f"{m}_mask": mask[rows] for m, mask in masks.items()})
     was_training = model.training
     model.eval()
@@ -96,7 +95,7 @@ def shapley_shares(
     """``{m: o_m [B, C]}``: each modality's Shapley share of the fused logits ``output.logits``, over the
     subsets of ``modalities`` (``f(∅) = 0``), so that ``Σ_m o_m = output.logits``."""
     everyone = torch.ones(output.logits.shape[0], dtype=torch.bool, device=output.logits.device)
-    present = {m: everyone if output.presence(m) is None else output.presence(m) for m in modalities}
+    present = {m: p if (p := output.presence(m)) is not None else everyone for m in modalities}
     full = frozenset(modalities)
     zeros = output.logits.new_zeros(output.logits.shape)
 
@@ -132,22 +131,12 @@ class AGMBalancer(Balancer):
     ) -> None:
         super().__init__(modalities)
         self.alpha = check_number(self.name, "alpha", alpha)
-        self.start_epoch = check_int(self.name, "start_epoch", start_epoch, low=0)
-        if end_epoch is not None and check_int(self.name, "end_epoch", end_epoch, low=0) < start_epoch:
-            raise ConfigError(
-                f"balancer 'agm': end_epoch ({end_epoch}) is before start_epoch ({start_epoch}); "
-                "set balancer.end_epoch >= balancer.start_epoch"
-            )
-        self.end_epoch = end_epoch
+        self.set_window(start_epoch, end_epoch)
         self.clip = None if clip is None else check_number(self.name, "clip", clip, strict=True)
         self.register_buffer("running", torch.zeros(len(self.modalities), dtype=torch.float64))
         self.register_buffer("seen", torch.zeros(len(self.modalities), dtype=torch.float64))
         self._coeffs = dict.fromkeys(self.modalities, 1.0)
         self._scores = dict.fromkeys(self.modalities, 0.0)
-
-    def active(self, epoch: int) -> bool:
-        """Whether modulation runs in ``epoch`` (``start_epoch <= epoch <= end_epoch``)."""
-        return self.start_epoch <= epoch and (self.end_epoch is None or epoch <= self.end_epoch)
 
     def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """``CE(Σ_m g_m(o_m), y)`` (the fused loss, its gradient scaled per share) plus the auxiliary heads'

@@ -43,11 +43,28 @@ class Balancer(nn.Module):
 
     name = "balancer"
     needs_heldout: bool = False
+    start_epoch: int = 0
+    end_epoch: int | None = None
 
     def __init__(self, modalities: Sequence[str]) -> None:
         super().__init__()
         self.modalities = check_modalities(self.name, modalities)
         self.heads: tuple[str, ...] = (FUSED, *self.modalities)
+
+    def set_window(self, start_epoch: int, end_epoch: int | None) -> None:
+        """Check and keep the epochs a method modulates, ``start_epoch..end_epoch`` inclusive (``None``: no
+        end), for :meth:`active`; a ConfigError names the key."""
+        self.start_epoch = check_int(self.name, "start_epoch", start_epoch, low=0)
+        if end_epoch is not None and check_int(self.name, "end_epoch", end_epoch, low=0) < start_epoch:
+            raise ConfigError(
+                f"balancer {self.name!r}: end_epoch ({end_epoch}) is before start_epoch ({start_epoch}); "
+                "set balancer.end_epoch >= balancer.start_epoch"
+            )
+        self.end_epoch = end_epoch
+
+    def active(self, epoch: int) -> bool:
+        """Whether ``epoch`` lies in the window :meth:`set_window` kept (``start_epoch <= epoch <= end_epoch``)."""
+        return self.start_epoch <= epoch and (self.end_epoch is None or epoch <= self.end_epoch)
 
     def check_model(self, model: nn.Module) -> None:
         """Raise a ConfigError naming the fix where ``model`` lacks what this balancer needs; nothing by

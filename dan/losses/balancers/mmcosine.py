@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dan.errors import ConfigError
-from dan.losses.balancers.base import Balancer, check_int, check_number, fused_objective, register_balancer
+from dan.losses.balancers.base import Balancer, check_number, fused_objective, register_balancer
 from dan.losses.balancers.context import StepContext
 
 
@@ -66,17 +66,7 @@ class MMCosineBalancer(Balancer):
     ) -> None:
         super().__init__(modalities)
         self.scaling = check_number(self.name, "scaling", scaling, strict=True)
-        self.start_epoch = check_int(self.name, "start_epoch", start_epoch, low=0)
-        if end_epoch is not None and check_int(self.name, "end_epoch", end_epoch, low=0) < start_epoch:
-            raise ConfigError(
-                f"balancer 'mmcosine': end_epoch ({end_epoch}) is before start_epoch ({start_epoch}); "
-                "set balancer.end_epoch >= balancer.start_epoch"
-            )
-        self.end_epoch = end_epoch
-
-    def active(self, epoch: int) -> bool:
-        """Whether the cosine loss replaces the fused loss in ``epoch``."""
-        return self.start_epoch <= epoch and (self.end_epoch is None or epoch <= self.end_epoch)
+        self.set_window(start_epoch, end_epoch)
 
     def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """``CE(s Σ_m cos(φ_m, W_m), y)`` in the window, else ``L_f``; plus the auxiliary heads' losses on

@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from dan.engine.distributed import all_reduce_sum
 from dan.errors import ConfigError
-from dan.losses.balancers.base import Balancer, check_int, check_number, fused_objective, register_balancer
+from dan.losses.balancers.base import Balancer, check_number, fused_objective, register_balancer
 from dan.losses.balancers.context import StepContext
 
 MODULATE = ("auto", "gradient", "update")
@@ -102,15 +102,7 @@ class OGMGEBalancer(Balancer):
     ) -> None:
         super().__init__(modalities)
         self.alpha = check_number(self.name, "alpha", alpha)
-        self.start_epoch = check_int(self.name, "start_epoch", start_epoch, low=0)
-        if end_epoch is not None:
-            check_int(self.name, "end_epoch", end_epoch, low=0)
-            if end_epoch < start_epoch:
-                raise ConfigError(
-                    f"balancer 'ogm_ge': end_epoch ({end_epoch}) is before start_epoch ({start_epoch}); "
-                    "set balancer.end_epoch >= balancer.start_epoch"
-                )
-        self.end_epoch = end_epoch
+        self.set_window(start_epoch, end_epoch)
         if not isinstance(ge, bool):
             raise ConfigError(f"balancer 'ogm_ge': ge must be true or false, got {ge!r}; set balancer.ge")
         if modulate not in MODULATE:
@@ -124,11 +116,6 @@ class OGMGEBalancer(Balancer):
         self._ratios = dict.fromkeys(self.modalities, 1.0)
         self._saved: list[tuple[Tensor, Tensor, float]] = []
         self._warned = False
-
-    def active(self, epoch: int) -> bool:
-        """Whether modulation runs in ``epoch`` (``start_epoch <= epoch <= end_epoch``)."""
-        end = math.inf if self.end_epoch is None else self.end_epoch
-        return self.start_epoch <= epoch <= end
 
     def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
         """``L_f`` plus the auxiliary heads' losses on detached features (scalar): the towers and the trunk
