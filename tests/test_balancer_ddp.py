@@ -4,7 +4,8 @@ shared by the ranks; uncertainty's log-variance gradients are averaged; GradNorm
 gradients are averaged before its weight update; gradient blending trains its copies data-parallel;
 MMPareto averages each encoder's fused and unimodal gradients before choosing its weights; re-learning
 gathers every rank's embeddings and takes rank 0's re-initialisation strengths; PMR all-reduces its
-prototype sums and its scores; AGM all-reduces its mono scores; UMT trains its teachers data-parallel."""
+prototype sums and its scores; AGM all-reduces its mono scores; UMT trains its teachers data-parallel;
+InfoReg all-reduces its scores and reads its Fisher traces from the averaged gradients."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr", "agm", "mmcosine", "umt", "ume"]
+BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr", "agm", "mmcosine", "umt", "ume", "inforeg"]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from dan.losses.balancers.base import BALANCERS, FUSED, Balancer, build_balancer
 from dan.losses.balancers.context import EpochContext, StepContext
 from dan.losses.balancers.gradient_blend import GradientBlendBalancer, blend_weights, multibench_weights
 from dan.losses.balancers.gradnorm import GradNormBalancer
+from dan.losses.balancers.inforeg import InfoRegBalancer
 from dan.losses.balancers.mmcosine import MMCosineBalancer
 from dan.losses.balancers.mmpareto import MMParetoBalancer
 from dan.losses.balancers.ogm_ge import OGMGEBalancer
@@ -25,6 +26,7 @@ __all__ = [
     "EpochContext",
     "GradNormBalancer",
     "GradientBlendBalancer",
+    "InfoRegBalancer",
     "MMCosineBalancer",
     "MMParetoBalancer",
     "OGMGEBalancer",

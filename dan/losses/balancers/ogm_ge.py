@@ -53,10 +53,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dan.engine.distributed import all_reduce_sum
 from dan.errors import ConfigError
 from dan.losses.balancers.base import Balancer, check_number, fused_objective, register_balancer
 from dan.losses.balancers.context import StepContext
+from dan.losses.balancers.scores import modality_logits, true_class_scores
 
 MODULATE = ("auto", "gradient", "update")
 MODULATED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -184,34 +184,16 @@ class OGMGEBalancer(Balancer):
 
     def _scores(self, output: Any, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``{m: s_m}`` summed over every DDP rank, for the modalities present in ``output``."""
-        if "label" not in batch:
-            raise ConfigError("balancer 'ogm_ge' needs batch['label'] (int64 [B]) to score each modality")
-        source = output.contributions
-        if source is None:
-            if not self._warned:
-                warnings.warn(
-                    "balancer 'ogm_ge': output.contributions is None (the head does not decompose per "
-                    "modality: fusion other than concat/sum, or an MLP head); scoring modalities with their "
-                    "auxiliary heads' logits instead, which is not the paper's quantity",
-                    stacklevel=3,
-                )
-                self._warned = True
-            source = output.modality_logits
-        present = [m for m in self.modalities if m in source]
-        labels = batch["label"].reshape(-1, 1)
-        keep = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
-        for m in present:
-            mask = output.presence(m) if output.present is not None else batch.get(f"{m}_mask")
-            if mask is not None:
-                keep &= mask.to(device=keep.device, dtype=torch.bool)
-        if not present:
-            return {}
-        sums = []
-        for m in present:
-            probs = torch.softmax(source[m].detach().float(), dim=-1)
-            sums.append(probs.gather(1, labels.to(probs.device)).squeeze(1)[keep.to(probs.device)].sum())
-        total = all_reduce_sum(torch.stack(sums))
-        return dict(zip(present, total.unbind(), strict=True))
+        logits, fallback = modality_logits(output)
+        if fallback and not self._warned:
+            warnings.warn(
+                "balancer 'ogm_ge': output.contributions is None (the head does not decompose per "
+                "modality: fusion other than concat/sum, or an MLP head); scoring modalities with their "
+                "auxiliary heads' logits instead, which is not the paper's quantity",
+                stacklevel=3,
+            )
+            self._warned = True
+        return true_class_scores(self.name, logits, output, batch, self.modalities)
 
     def weights(self) -> dict[str, float]:
         """Every head weighted 1, plus the applied ``k/<m>`` and the last ``rho/<m>`` per modality."""
