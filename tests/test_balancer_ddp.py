@@ -5,7 +5,8 @@ gradients are averaged before its weight update; gradient blending trains its co
 MMPareto averages each encoder's fused and unimodal gradients before choosing its weights; re-learning
 gathers every rank's embeddings and takes rank 0's re-initialisation strengths; PMR all-reduces its
 prototype sums and its scores; AGM all-reduces its mono scores; UMT trains its teachers data-parallel;
-InfoReg all-reduces its scores and reads its Fisher traces from the averaged gradients."""
+InfoReg all-reduces its scores and reads its Fisher traces from the averaged gradients;
+ReconBoost boosts data-parallel."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr", "agm", "mmcosine", "umt", "ume", "inforeg"]
+BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr", "agm", "mmcosine", "umt", "ume", "inforeg", "reconboost"]
 
 
 @pytest.mark.slow

@@ -177,6 +177,7 @@ def test_only_gradient_blend_needs_heldout() -> None:
         "mmcosine": False,
         "mmpareto": False,
         "relearning": False,
+        "reconboost": False,
         "ogm_ge": False,
         "pmr": False,
         "static": False,
@@ -199,6 +200,7 @@ EXPECTED_KEYS = {
     "mmcosine": {"fused", "audio", "image"},
     "mmpareto": {"fused", "audio", "image", "k_fused/audio", "k_fused/image", "cos/audio", "cos/image"},
     "pmr": {"fused", "audio", "image", "beta/audio", "beta/image", "ratio/audio", "ratio/image"},
+    "reconboost": {"fused", "audio", "image", "boosted/audio", "boosted/image", "boost_loss"},
     "relearning": {"fused", "audio", "image", "alpha/audio", "alpha/image", "purity_gap/audio", "purity_gap/image"},
 }
 

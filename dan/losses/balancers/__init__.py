@@ -13,6 +13,7 @@ from dan.losses.balancers.mmcosine import MMCosineBalancer
 from dan.losses.balancers.mmpareto import MMParetoBalancer
 from dan.losses.balancers.ogm_ge import OGMGEBalancer
 from dan.losses.balancers.pmr import PMRBalancer
+from dan.losses.balancers.reconboost import ReconBoostBalancer
 from dan.losses.balancers.relearning import ReLearningBalancer
 from dan.losses.balancers.static import StaticBalancer
 from dan.losses.balancers.uncertainty import UncertaintyBalancer
@@ -32,6 +33,7 @@ __all__ = [
     "OGMGEBalancer",
     "PMRBalancer",
     "ReLearningBalancer",
+    "ReconBoostBalancer",
     "StaticBalancer",
     "StepContext",
     "UMEBalancer",

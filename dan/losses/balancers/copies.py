@@ -1,10 +1,11 @@
 """Copies of the model trained on one head's loss alone, for balancers that need separately trained models
-(gradient blending's per-head estimates, UMT's unimodal teachers)."""
+(gradient blending's per-head estimates, UMT's unimodal teachers), and the loop that trains them
+(``train_model``, also ReconBoost's boosting phase on the model itself)."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch.nn.functional as F
@@ -38,10 +39,30 @@ def train_copy(
     with a fresh optimizer (``ctx.new_optimizer``); ``inputs`` limits the modalities it is given (the samples
     left without any are skipped). Under DDP the copy trains data-parallel (gradients averaged every step,
     running statistics averaged at the end), so every rank ends with the same copy."""
+    model = copy.deepcopy(ctx.model)
+    train_model(ctx, model, batches, lambda out, batch: head_loss(out, batch["label"], head), epochs, inputs=inputs)
+    return model
+
+
+def train_model(
+    ctx: EpochContext,
+    model: nn.Module,
+    batches: Iterable[Batch],
+    loss_fn: Callable[[Any, Batch], Tensor],
+    epochs: int,
+    *,
+    inputs: Sequence[str] | None = None,
+    params: Sequence[nn.Parameter] | None = None,
+) -> None:
+    """Train ``model`` (unwrapped) in place for ``epochs`` passes over ``batches`` on the scalar
+    ``loss_fn(model(batch), batch)``, with a fresh optimizer (``ctx.new_optimizer``) over its parameters (a
+    parameter the loss never reaches keeps its value: the optimizer skips it); ``inputs`` limits the
+    modalities it is given. Under DDP gradients are averaged every step and running statistics at the end,
+    so every rank ends with the same model."""
     if ctx.new_optimizer is None:
         raise ConfigError("training a copy of the model needs EpochContext.new_optimizer (the trainer gives it)")
-    model = copy.deepcopy(ctx.model)
-    opt = ctx.new_optimizer(model.parameters())
+    trained = list(model.parameters() if params is None else params)
+    opt = ctx.new_optimizer(trained)
     modalities = list(getattr(model, "modalities", []))
     model.train()
     for epoch in range(epochs):
@@ -51,10 +72,9 @@ def train_copy(
             batch = ctx.prepare(raw)
             if inputs is not None:
                 batch = only_modalities(dict(batch), set(inputs), modalities)
-            loss = head_loss(model(batch), batch["label"], head)
+            loss = loss_fn(model(batch), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            average_gradients(model.parameters())
+            average_gradients(trained)
             opt.step()
     average_buffers(model)
-    return model
