@@ -64,7 +64,8 @@ class FusionTask(BaseTask):
         out = engine.forward(batch)
         fused, per_modality = head_losses(out, batch["label"])
         ctx = StepContext(
-            self.model, batch, out, engine.epoch, engine.step, forward=engine.forward, optimizer=engine.optimizer
+            self.model, batch, out, engine.epoch, engine.step, forward=engine.forward, optimizer=engine.optimizer,
+            batch_index=engine.batch_in_epoch, batches=len(self.train_batches),
         )
         loss = self.balancer.combine(fused, per_modality, ctx)
         return StepOutput(loss, {"fused": fused, **per_modality}, batch["label"].shape[0], ctx)

@@ -22,6 +22,7 @@ from dan.models import build_model
 
 CLASSES = 4
 CONFIGS = {"relearning": {"every": 1}, "umt": {"teacher_epochs": 1}}  # diagnose after this worker's one epoch
+FUSION = {"mla": "sum"}  # one head shared by the modalities
 
 
 def flat(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -52,7 +53,7 @@ def run(name: str, rank: int, world: int) -> dict[str, float]:
         {
             "num_classes": CLASSES, "dim": 16, "modality_dropout": 0.2,
             "towers": {"image": {"name": "image_cnn", "channels": [4, 8]}, "audio": {"name": "audio_cnn", "n_mels": 8}},
-            "trunk": {"name": "mlp", "share": True}, "fusion": {"name": "concat"},
+            "trunk": {"name": "mlp", "share": True}, "fusion": {"name": FUSION.get(name, "concat")},
         }
     )
     balancer = build_balancer({"name": name, **CONFIGS.get(name, {})}, model.modalities)
@@ -87,7 +88,7 @@ def run(name: str, rank: int, world: int) -> dict[str, float]:
         batch = make_batch()
         out = wrapped(batch)
         fused, per = head_losses(out, batch["label"])
-        ctx = StepContext(model, batch, out, 0, step, forward=wrapped, optimizer=optimizer)
+        ctx = StepContext(model, batch, out, 0, step, forward=wrapped, optimizer=optimizer, batch_index=step, batches=4)
         loss = balancer.combine(fused, per, ctx)
         optimizer.zero_grad(set_to_none=True)
         if module_opt:

@@ -6,7 +6,8 @@ MMPareto averages each encoder's fused and unimodal gradients before choosing it
 gathers every rank's embeddings and takes rank 0's re-initialisation strengths; PMR all-reduces its
 prototype sums and its scores; AGM all-reduces its mono scores; UMT trains its teachers data-parallel;
 InfoReg all-reduces its scores and reads its Fisher traces from the averaged gradients;
-ReconBoost boosts data-parallel."""
+ReconBoost boosts data-parallel;
+MLA all-reduces the mean feature its projection learns from."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr", "agm", "mmcosine", "umt", "ume", "inforeg", "reconboost"]
+BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr", "agm", "mmcosine", "umt", "ume", "inforeg", "reconboost", "mla"]
 
 
 @pytest.mark.slow

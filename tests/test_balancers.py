@@ -42,15 +42,17 @@ class Split(nn.Module):
 
 
 class StandIn(nn.Module):
-    """towers_m: Linear(IN_m, D) -> shared trunk layer Linear(D, D) -> concat -> Linear(2D, C); aux heads."""
+    """towers_m: Linear(IN_m, D) -> shared trunk layer Linear(D, D) -> concat -> Linear(2D, C) (or sum ->
+    Linear(D, C)); aux heads."""
 
-    def __init__(self, dims: dict[str, int] | None = None, d: int = 8) -> None:
+    def __init__(self, dims: dict[str, int] | None = None, d: int = 8, fusion: str = "concat") -> None:
         super().__init__()
         dims = dims or {"audio": 5, "image": 6}
         self.modalities = sorted(dims)
+        self.dim, self.sum = d, fusion == "sum"
         self.towers = nn.ModuleDict({m: nn.Linear(n, d) for m, n in dims.items()})
         self.trunk = nn.Linear(d, d)
-        self.head = nn.Linear(d * len(dims), CLASSES)
+        self.head = nn.Linear(d if self.sum else d * len(dims), CLASSES)
         self.aux_heads = nn.ModuleDict({m: nn.Linear(d, CLASSES) for m in dims})
         self.fusion = Split(self.modalities, d)
 
@@ -58,6 +60,9 @@ class StandIn(nn.Module):
         emb = {m: torch.relu(self.trunk(torch.relu(self.towers[m](batch[m])))) for m in self.modalities}
         fused = torch.cat([emb[m] for m in self.modalities], dim=1)
         blocks = self.head.weight.split(emb[self.modalities[0]].shape[1], dim=1)
+        if self.sum:
+            fused = torch.stack([emb[m] for m in self.modalities]).sum(0)
+            blocks = (self.head.weight,) * len(self.modalities)
         bias = self.head.bias / len(self.modalities)
         contributions = {m: emb[m] @ w.T + bias for m, w in zip(self.modalities, blocks, strict=True)}
         return DANOutput(
@@ -175,6 +180,7 @@ def test_only_gradient_blend_needs_heldout() -> None:
         "gradnorm": False,
         "inforeg": False,
         "mmcosine": False,
+        "mla": False,
         "mmpareto": False,
         "relearning": False,
         "reconboost": False,
@@ -198,6 +204,7 @@ EXPECTED_KEYS = {
     "inforeg": {"fused", "audio", "image", "beta/audio", "beta/image", "k/audio", "k/image", "trace/audio", "trace/image"},
     "ogm_ge": {"fused", "audio", "image", "k/audio", "k/image", "rho/audio", "rho/image"},
     "mmcosine": {"fused", "audio", "image"},
+    "mla": {"fused", "audio", "image", "loss/audio", "loss/image"},
     "mmpareto": {"fused", "audio", "image", "k_fused/audio", "k_fused/image", "cos/audio", "cos/image"},
     "pmr": {"fused", "audio", "image", "beta/audio", "beta/image", "ratio/audio", "ratio/image"},
     "reconboost": {"fused", "audio", "image", "boosted/audio", "boosted/image", "boost_loss"},
@@ -208,7 +215,7 @@ EXPECTED_KEYS = {
 @pytest.mark.parametrize("name", sorted(EXPECTED_KEYS))
 def test_weights_keys_are_stable_through_training(name: str) -> None:
     torch.manual_seed(0)
-    model, b = StandIn(), build_balancer(name, MODS)
+    model, b = StandIn(fusion="sum" if name == "mla" else "concat"), build_balancer(name, MODS)
     model.num_classes = CLASSES
     opt = torch.optim.SGD([*model.parameters(), *b.parameters()], lr=0.05)
     seen = [b.weights()]

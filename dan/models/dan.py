@@ -107,6 +107,10 @@ class DANModel(nn.Module):
             raise ConfigError(f"no tower for modality {m!r}; the model's modalities are {self.modalities}")
         return [*self.towers[m].parameters(), *self.proj[m].parameters()]
 
+    def modality_parameters(self, m: str) -> list[nn.Parameter]:
+        """Every parameter only modality ``m`` uses: its tower, projection and its part of the trunk."""
+        return [*self.tower_parameters(m), *self.trunk.modality_parameters(m)]
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """The shared trunk's last-layer parameters (GradNorm's ``W``)."""
         return self.trunk.last_layer_parameters()

@@ -123,6 +123,11 @@ class SharedTrunk(nn.Module):
         """``tokens [B, N, D]`` of ``modality`` -> ``[B, N, D]``."""
         return self.body(modality)(tokens + self.embedding[modality])
 
+    def modality_parameters(self, modality: str) -> list[nn.Parameter]:
+        """The parameters only ``modality`` uses: its embedding, and its body where bodies are not shared."""
+        own = [self.embedding[modality]]
+        return own if self.shared is not None else [*own, *self.body(modality).parameters()]
+
     def last_layer_parameters(self) -> list[nn.Parameter]:
         """Parameters of the body's last layer (of every body when unshared); GradNorm's ``W``.
 

@@ -9,6 +9,7 @@ from dan.losses.balancers.context import EpochContext, StepContext
 from dan.losses.balancers.gradient_blend import GradientBlendBalancer, blend_weights, multibench_weights
 from dan.losses.balancers.gradnorm import GradNormBalancer
 from dan.losses.balancers.inforeg import InfoRegBalancer
+from dan.losses.balancers.mla import MLABalancer
 from dan.losses.balancers.mmcosine import MMCosineBalancer
 from dan.losses.balancers.mmpareto import MMParetoBalancer
 from dan.losses.balancers.ogm_ge import OGMGEBalancer
@@ -28,6 +29,7 @@ __all__ = [
     "GradNormBalancer",
     "GradientBlendBalancer",
     "InfoRegBalancer",
+    "MLABalancer",
     "MMCosineBalancer",
     "MMParetoBalancer",
     "OGMGEBalancer",

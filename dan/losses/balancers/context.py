@@ -25,6 +25,8 @@ class StepContext:
         forward: runs the training model (DDP-wrapped where distributed) on another batch, for methods
             that need extra forward passes (e.g. with a modality masked out).
         optimizer: the model's optimizer, for methods that take extra steps.
+        batch_index, batches: the batch's index within this rank's epoch and the epoch's number of batches
+            (0 where unknown).
     """
 
     model: nn.Module
@@ -34,6 +36,8 @@ class StepContext:
     step: int = 0
     forward: Callable[[Batch], Any] | None = None
     optimizer: torch.optim.Optimizer | None = None
+    batch_index: int = 0
+    batches: int = 0
 
     @property
     def labels(self) -> Tensor:
