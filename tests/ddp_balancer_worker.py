@@ -21,7 +21,9 @@ from dan.losses import EpochContext, StepContext, build_balancer
 from dan.models import build_model
 
 CLASSES = 4
-CONFIGS = {"relearning": {"every": 1}, "umt": {"teacher_epochs": 1}}  # diagnose after this worker's one epoch
+CONFIGS = {  # diagnose after this worker's one epoch; re-balance from the first step
+    "relearning": {"every": 1}, "umt": {"teacher_epochs": 1}, "greedy": {"start_epoch": 0, "epsilon": 0.0, "window": 2},
+}
 FUSION = {"mla": "sum"}  # one head shared by the modalities
 
 
@@ -54,6 +56,7 @@ def run(name: str, rank: int, world: int) -> dict[str, float]:
             "num_classes": CLASSES, "dim": 16, "modality_dropout": 0.2,
             "towers": {"image": {"name": "image_cnn", "channels": [4, 8]}, "audio": {"name": "audio_cnn", "n_mels": 8}},
             "trunk": {"name": "mlp", "share": True}, "fusion": {"name": FUSION.get(name, "concat")},
+            "mid_fusion": {"name": "mmtm"} if name == "greedy" else None,
         }
     )
     balancer = build_balancer({"name": name, **CONFIGS.get(name, {})}, model.modalities)

@@ -7,7 +7,8 @@ gathers every rank's embeddings and takes rank 0's re-initialisation strengths; 
 prototype sums and its scores; AGM all-reduces its mono scores; UMT trains its teachers data-parallel;
 InfoReg all-reduces its scores and reads its Fisher traces from the averaged gradients;
 ReconBoost boosts data-parallel;
-MLA all-reduces the mean feature its projection learns from."""
+MLA all-reduces the mean feature its projection learns from;
+Greedy measures its speeds from the averaged gradients (and DDP broadcasts the MMTM running means)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr", "agm", "mmcosine", "umt", "ume", "inforeg", "reconboost", "mla"]
+BALANCERS = ["static", "uncertainty", "gradnorm", "gradient_blend", "ogm_ge", "mmpareto", "relearning", "pmr", "agm", "mmcosine", "umt", "ume", "inforeg", "reconboost", "mla", "greedy"]
 
 
 @pytest.mark.slow

@@ -178,6 +178,7 @@ def test_only_gradient_blend_needs_heldout() -> None:
         "agm": False,
         "gradient_blend": True,
         "gradnorm": False,
+        "greedy": False,
         "inforeg": False,
         "mmcosine": False,
         "mla": False,

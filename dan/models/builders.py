@@ -13,6 +13,7 @@ The ``model`` section of a config::
       fusion: {name: concat}
       head: {hidden: 0, dropout: 0.0}   # hidden 0 = linear head
       modality_dropout: 0.0         # or {image: 0.2, audio: 0.0}
+      mid_fusion: null              # or {name: mmtm, stages: [1], ratio: 4} between the towers' stages
 
 A tower builder that takes a ``dim`` argument gets ``model.dim`` unless its config sets one.
 """
@@ -29,11 +30,12 @@ from torch import nn
 from dan.errors import ConfigError
 from dan.models.dan import DANModel
 from dan.models.fusion import build_fusion
+from dan.models.mid_fusion import build_mid_fusion
 from dan.models.towers import TOWERS
 from dan.models.trunk import build_trunk
 from dan.registry import Registry
 
-MODEL_KEYS = ("num_classes", "dim", "towers", "trunk", "fusion", "head", "modality_dropout")
+MODEL_KEYS = ("num_classes", "dim", "towers", "trunk", "fusion", "head", "modality_dropout", "mid_fusion")
 HEAD_KEYS = ("hidden", "dropout")
 
 MODELS: Registry[dict] = Registry("models")
@@ -124,6 +126,10 @@ def build_model(cfg: Mapping[str, Any] | DictConfig) -> DANModel:
     bad = sorted(set(head) - set(HEAD_KEYS))
     if bad:
         raise ConfigError(f"unknown model.head keys {bad}; valid keys: {', '.join(HEAD_KEYS)}")
+    mid = None
+    if cfg.get("mid_fusion") is not None:
+        mid_name, mid_kwargs = _named(cfg.get("mid_fusion"), "model.mid_fusion")
+        mid = _rekey("model.mid_fusion", lambda: build_mid_fusion(mid_name, towers, **mid_kwargs))
     return DANModel(
         towers,
         trunk,
@@ -132,6 +138,7 @@ def build_model(cfg: Mapping[str, Any] | DictConfig) -> DANModel:
         head_hidden=head.get("hidden", 0),
         head_dropout=head.get("dropout", 0.0),
         modality_dropout=cfg.get("modality_dropout", 0.0),
+        mid_fusion=mid,
     )
 
 

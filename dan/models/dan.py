@@ -41,6 +41,9 @@ class DANModel(nn.Module):
         head_dropout: dropout inside the MLP head.
         modality_dropout: probability (one for all, or per modality) of masking a present modality of a
             training sample; a sample never loses all its modalities.
+        mid_fusion: a module exchanging information between the towers' stages (``mid_fusion(towers,
+            {m: input}, present) -> {m: [B, N_m, out_dim]}``, e.g. :class:`~dan.models.mid_fusion.MMTM`), or
+            ``None`` for towers that run independently.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class DANModel(nn.Module):
         head_hidden: int = 0,
         head_dropout: float = 0.0,
         modality_dropout: float | Mapping[str, float] = 0.0,
+        mid_fusion: nn.Module | None = None,
     ) -> None:
         super().__init__()
         names = sorted(towers)
@@ -74,6 +78,7 @@ class DANModel(nn.Module):
         self.head = build_head(fusion.out_dim, self.num_classes, head_hidden, head_dropout)
         self.aux_heads = nn.ModuleDict({m: nn.Linear(dim, self.num_classes) for m in names})
         self.modality_dropout = self._dropout_table(modality_dropout, names)
+        self.mid_fusion = mid_fusion
 
     @staticmethod
     def _projection(m: str, tower: nn.Module, dim: int) -> nn.Module:
@@ -172,9 +177,13 @@ class DANModel(nn.Module):
         present = self.presence(batch)
         if self.training and any(self.modality_dropout[m] > 0 for m in present):
             present = self.drop_modalities(present)
+        if self.mid_fusion is not None:
+            raw = self.mid_fusion(self.towers, {m: batch[m] for m in present}, present)
+        else:
+            raw = {m: self.towers[m](batch[m]) for m in present}
         tokens, embeddings, aux = {}, {}, {}
         for m in present:
-            tok = self.trunk(self.proj[m](self.towers[m](batch[m])), m)
+            tok = self.trunk(self.proj[m](raw[m]), m)
             tokens[m] = tok
             embeddings[m] = pool(tok)
             aux[m] = self.aux_heads[m](embeddings[m])

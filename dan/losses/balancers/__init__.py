@@ -8,6 +8,7 @@ from dan.losses.balancers.base import BALANCERS, FUSED, Balancer, build_balancer
 from dan.losses.balancers.context import EpochContext, StepContext
 from dan.losses.balancers.gradient_blend import GradientBlendBalancer, blend_weights, multibench_weights
 from dan.losses.balancers.gradnorm import GradNormBalancer
+from dan.losses.balancers.greedy import GreedyBalancer
 from dan.losses.balancers.inforeg import InfoRegBalancer
 from dan.losses.balancers.mla import MLABalancer
 from dan.losses.balancers.mmcosine import MMCosineBalancer
@@ -28,6 +29,7 @@ __all__ = [
     "EpochContext",
     "GradNormBalancer",
     "GradientBlendBalancer",
+    "GreedyBalancer",
     "InfoRegBalancer",
     "MLABalancer",
     "MMCosineBalancer",

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from dan.errors import ConfigError
 from dan.models.towers.image import conv_pool_stages, to_memory_format, use_channels_last
 from dan.models.towers.registry import check_input, positive_ints, register_tower
+from dan.models.towers.staged import split_stages, stage_widths
 
 
 @register_tower("audio_cnn")
@@ -44,10 +45,25 @@ class AudioCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [B, in_channels, n_mels, T]`` -> time tokens ``[B, T // 2**S, dim]``."""
+        return self.readout(self.features(self.stem(x)))
+
+    def stem(self, x: Tensor) -> Tensor:
+        """``x [B, in_channels, n_mels, T]`` checked and laid out for the first stage."""
         check_input(
             "audio_cnn", x, "[B, in_channels, n_mels, T]", 4, [(1, self.in_channels), (2, self.n_mels)]
         )
-        fmap = self.features(to_memory_format(x, self.channels_last))
+        return to_memory_format(x, self.channels_last)
+
+    def stages(self) -> list[nn.Module]:
+        """The ``conv-BN-ReLU-maxpool2`` stages, in order (a :class:`StagedTower`)."""
+        return list(split_stages(self.features))
+
+    def stage_channels(self) -> list[int]:
+        """Output channels of each stage."""
+        return stage_widths(split_stages(self.features))
+
+    def readout(self, fmap: Tensor) -> Tensor:
+        """The last stage's ``[B, C, f, t]`` -> time tokens ``[B, t, dim]``."""
         return self.proj(rearrange(fmap, "b c f t -> b t (c f)"))
 
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from dan.errors import ConfigError
 from dan.models.towers.registry import check_input, positive_ints, register_tower
+from dan.models.towers.staged import split_stages, stage_widths
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -131,8 +132,24 @@ class ImageCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [B, in_channels, H, W]`` -> tokens ``[B, grid*grid, dim]``."""
+        return self.readout(self.features(self.stem(x)))
+
+    def stem(self, x: Tensor) -> Tensor:
+        """``x [B, in_channels, H, W]`` checked and laid out for the first stage."""
         check_input("image_cnn", x, "[B, in_channels, H, W]", 4, [(1, self.in_channels)])
-        return self.tokens(self.features(to_memory_format(x, self.channels_last)))
+        return to_memory_format(x, self.channels_last)
+
+    def stages(self) -> list[nn.Module]:
+        """The ``conv-BN-ReLU ... maxpool2`` stages, in order (a :class:`StagedTower`)."""
+        return list(split_stages(self.features))
+
+    def stage_channels(self) -> list[int]:
+        """Output channels of each stage."""
+        return stage_widths(split_stages(self.features))
+
+    def readout(self, fmap: Tensor) -> Tensor:
+        """The last stage's ``[B, C, h, w]`` -> tokens ``[B, N, dim]``."""
+        return self.tokens(fmap)
 
 
 @register_tower("image_resnet")
