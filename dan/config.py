@@ -199,6 +199,7 @@ def merge(base: Mapping[str, Any] | DictConfig, overrides: Sequence[str] = ()) -
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=5)")
     schema = OmegaConf.structured(RunConfig)
     base = _switch_dataset(base, overrides)
+    base, overrides = _apply_method(base, overrides)
     try:
         cfg = OmegaConf.merge(schema, base, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
@@ -219,6 +220,45 @@ def _switch_dataset(base: Mapping[str, Any] | DictConfig, overrides: Sequence[st
     plain = OmegaConf.to_container(base) if isinstance(base, DictConfig) else dict(base)
     assert isinstance(plain, dict)
     return {**plain, "data": {}}
+
+
+def balancer_config_names() -> list[str]:
+    """Names of the per-method configs shipped in ``recipes/configs/balancers`` (``balancer=<name>``)."""
+    return sorted(p.stem for p in (recipes_dir() / "configs" / "balancers").glob("*.yaml"))
+
+
+def _apply_method(
+    base: Mapping[str, Any] | DictConfig, overrides: Sequence[str]
+) -> tuple[Mapping[str, Any] | DictConfig, list[str]]:
+    """``balancer=<method>`` (no dot) applies the method's shipped config (``recipes/configs/balancers``: its
+    balancer and what its paper trains with, e.g. the optimizer or the fusion it needs) onto ``base``; a
+    section naming a builder (``name:``) replaces the base's, any other merges. The remaining overrides go on
+    top."""
+    names = [item.split("=", 1)[1] for item in overrides if item.split("=", 1)[0] == "balancer"]
+    rest = [item for item in overrides if item.split("=", 1)[0] != "balancer"]
+    if not names:
+        return base, rest
+    file = recipes_dir() / "configs" / "balancers" / f"{names[-1]}.yaml"
+    if not file.is_file():
+        raise ConfigError(
+            f"balancer={names[-1]!r} names no shipped method config; use one of "
+            f"{', '.join(balancer_config_names())}, or set balancer.name=NAME for a balancer with default keys"
+        )
+    method = OmegaConf.to_container(OmegaConf.load(file))
+    plain = OmegaConf.to_container(base) if isinstance(base, DictConfig) else dict(base)
+    assert isinstance(method, dict) and isinstance(plain, dict)
+    return _overlay(plain, method), rest
+
+
+def _overlay(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: a mapping with a ``name`` replaces, other mappings merge key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and "name" not in value and isinstance(out.get(key), Mapping):
+            out[key] = _overlay(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
 
 
 def load_config(

@@ -29,6 +29,7 @@ def test_wheel_installs_and_trains_outside_the_checkout(tmp_path: Path) -> None:
     for recipe in ("fusion", "siamese", "crossmodal"):
         assert f"dan/recipes/{recipe}.py" in names
     assert "dan/recipes/configs/quickstart.yaml" in names and "dan/recipes/configs/avmnist_concat_offline.yaml" in names
+    assert "dan/recipes/configs/balancers/agm.yaml" in names  # the method configs ship too
 
     # a fresh venv; its dependencies (torch & co.) come from this environment's site-packages through a .pth
     # file, which does not run this environment's own .pth files, so the editable checkout stays invisible

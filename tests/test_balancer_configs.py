@@ -1,0 +1,40 @@
+"""Every balancer ships a method config (``recipes/configs/balancers/<name>.yaml``, applied with
+``balancer=<name>``): it names its balancer, builds on the shipped AV-MNIST configs (with the fusion or mid
+fusion the method needs) and passes the method's model check; other overrides still apply on top."""
+
+from __future__ import annotations
+
+import pytest
+
+from dan.config import balancer_config_names, load_config
+from dan.errors import ConfigError
+from dan.losses import BALANCERS, build_balancer
+from dan.models import build_model
+
+
+def test_every_balancer_has_a_method_config() -> None:
+    assert balancer_config_names() == sorted(BALANCERS.names())
+
+
+@pytest.mark.parametrize("name", balancer_config_names())
+@pytest.mark.parametrize("base", ["avmnist_concat_hard_offline", "avmnist_attention_hard_offline"])
+def test_each_method_config_builds_and_passes_its_model_check(name: str, base: str) -> None:
+    cfg = load_config(base, [f"balancer={name}"])
+    assert cfg.balancer.name == name
+    model = build_model(cfg.model)
+    balancer = build_balancer(cfg.balancer, model.modalities)
+    if name in {"mmcosine", "reconboost"} and base.startswith("avmnist_attention"):
+        assert cfg.model.fusion.name == "concat"  # the method config sets the fusion it needs
+    balancer.check_model(model)
+
+
+def test_method_config_under_other_overrides() -> None:
+    cfg = load_config("avmnist_concat_hard_offline", ["balancer=agm", "optimizer.lr=0.02", "balancer.alpha=2"])
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.balancer.alpha) == ("sgd", 0.02, 2)
+    plain = load_config("avmnist_concat_hard_offline", ["balancer.name=agm"])
+    assert plain.optimizer.name == "adamw"  # balancer.name=... keeps the recipe's optimizer
+
+
+def test_an_unknown_method_lists_the_shipped_ones() -> None:
+    with pytest.raises(ConfigError, match=r"balancer='nope'.*agm, gradient_blend"):
+        load_config("quickstart", ["balancer=nope"])
