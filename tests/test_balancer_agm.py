@@ -165,3 +165,62 @@ def test_a_real_run_keeps_its_running_scores_in_the_checkpoint(tmp_path) -> None
     state = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["modules"]["balancer"]
     assert state["seen"].tolist() == [6.0, 6.0]  # 120 samples in batches of 20: six steps
     assert all(0 < s < -math.log(1e-8) for s in state["running"].tolist())
+
+
+def easy_image_batch(step: int, n: int = 24) -> dict[str, torch.Tensor]:
+    """A bright band per class in the image (easy), noise for audio."""
+    g = torch.Generator().manual_seed(step)
+    y = torch.randint(0, CLASSES, (n,), generator=g)
+    img = torch.randn(n, 1, 28, 28, generator=g) * 0.3
+    for i, c in enumerate(y.tolist()):
+        img[i, 0, 7 * c:7 * c + 7, :] += 2.0
+    return {"image": img, "audio": torch.randn(n, 1, 8, 20, generator=g), "label": y}
+
+
+def first_step(optimizer: str, alpha: float, modulate: str = "auto") -> tuple[dict[str, float], dict[str, float]]:
+    """Each modality's encoder-weight update norm over one AGM step, and the coefficients it used."""
+    from dan.losses.balancers.ogm_ge import modulated_weights
+
+    model = tiny_model()
+    warm = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in range(1, 21):  # BatchNorm's running statistics settle, so eval-mode subsets match the batch
+        b = easy_image_batch(step)
+        warm.zero_grad()
+        F.cross_entropy(model(b).logits, b["label"]).backward()
+        warm.step()
+    balancer = build_balancer({"name": "agm", "alpha": alpha, "clip": None, "modulate": modulate}, model.modalities)
+    opt = (torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if optimizer == "sgd"
+           else torch.optim.AdamW(model.parameters(), lr=0.003))
+    before = {m: [p.detach().clone() for p in modulated_weights(model, m)] for m in model.modalities}
+    b = easy_image_batch(0)
+    out = model(b)
+    fused, per = head_losses(out, b["label"])
+    c = StepContext(model, b, out, 0, 0, optimizer=opt)
+    opt.zero_grad()
+    balancer.combine(fused, per, c).backward()
+    balancer.after_backward(c)
+    opt.step()
+    balancer.after_step(c)
+    moved = {m: float(torch.cat([(p.detach() - q).flatten() for p, q in zip(modulated_weights(model, m), before[m],
+                                                                           strict=True)]).norm())
+             for m in model.modalities}
+    return moved, {m: balancer.weights()[f"coeff/{m}"] for m in model.modalities}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_damped_encoder_moves_less_than_its_unmodulated_twin(optimizer: str) -> None:
+    moved, coeffs = first_step(optimizer, alpha=2.5)
+    twin, _ = first_step(optimizer, alpha=0.0)
+    damped = min(coeffs, key=coeffs.get)
+    assert coeffs[damped] < 0.9, coeffs
+    ratio = moved[damped] / twin[damped]
+    assert ratio < 0.95, f"{optimizer}: {damped} (c = {coeffs[damped]:.2f}) moved {ratio:.2f}x its twin"
+    if optimizer == "adamw":  # the step itself is scaled: exactly c
+        assert ratio == pytest.approx(coeffs[damped], rel=1e-4)
+
+
+def test_adam_cancels_the_gradient_scale_which_is_why_auto_scales_the_step() -> None:
+    moved, coeffs = first_step("adamw", alpha=2.5, modulate="gradient")
+    twin, _ = first_step("adamw", alpha=0.0, modulate="gradient")
+    damped = min(coeffs, key=coeffs.get)
+    assert moved[damped] / twin[damped] > 0.95, (coeffs, moved, twin)

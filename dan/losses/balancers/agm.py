@@ -38,9 +38,14 @@ Where dan differs, and why:
 - The auxiliary heads (the reference has none) learn on detached features, so the towers and the trunk
   learn from the modulated fused loss alone.
 - DDP: score sums and counts are all-reduced, so every rank computes the same ``c_m`` and running means.
-- Optimizer: the reference trains with SGD (momentum 0.9); a coefficient's constant part is partly
-  cancelled by Adam's normalisation (the shares mix in the other modalities' paths, so it is not a pure
-  rescaling). To train as the paper does, set ``optimizer.name=sgd optimizer.momentum=0.9``.
+- Optimizer: the reference trains with SGD (momentum 0.9), as ``balancer=agm`` does. Adam divides each
+  gradient by its running RMS, which cancels a coefficient (measured in tests/test_balancer_agm.py: at
+  ``c_audio = 0.86`` the audio encoder's AdamW step was 1.00x its unmodulated twin's with the gradient
+  scaled, 0.91x under SGD, where the shares' mixed paths dilute ``c``). ``modulate: auto``
+  (the default) scales each share's gradient under SGD, exactly as the reference, and under any other
+  optimizer leaves the gradients alone and scales the *step* of each modality's encoder weights (its
+  convolution and linear weights, as OGM-GE's) by ``c_m`` (``dan.losses.balancers.step_scaling``);
+  ``modulate: gradient`` or ``update`` forces one.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ from dan.batch import select_rows
 from dan.engine.distributed import all_reduce_sum
 from dan.losses.balancers.base import Balancer, check_number, fused_objective, register_balancer
 from dan.losses.balancers.context import StepContext
+from dan.losses.balancers.ogm_ge import modulated_weights
+from dan.losses.balancers.step_scaling import StepScaler, check_modulate, scales_updates
 from dan.metrics.contribution import shapley_values
 
 LOG_FLOOR = math.log(1e-8)
@@ -116,7 +123,8 @@ class AGMBalancer(Balancer):
 
     Config: ``alpha`` (>= 0, default 1), ``start_epoch`` (default 0), ``end_epoch`` (default 20, ``None``
     for no end), ``clip`` (gradient-norm clip applied when the fused head's gradient leaves ``[-clip,
-    clip]``, default 1; ``None`` to turn it off).
+    clip]``, default 1; ``None`` to turn it off), ``modulate`` (``auto``, ``gradient`` or ``update``; see the
+    module docstring).
     """
 
     name = "agm"
@@ -128,8 +136,11 @@ class AGMBalancer(Balancer):
         start_epoch: int = 0,
         end_epoch: int | None = 20,
         clip: float | None = 1.0,
+        modulate: str = "auto",
     ) -> None:
         super().__init__(modalities)
+        self.modulate = check_modulate(self.name, modulate)
+        self._steps = StepScaler()
         self.alpha = check_number(self.name, "alpha", alpha)
         self.set_window(start_epoch, end_epoch)
         self.clip = None if clip is None else check_number(self.name, "clip", clip, strict=True)
@@ -150,7 +161,8 @@ class AGMBalancer(Balancer):
         if not self.active(ctx.epoch):
             coeffs = dict.fromkeys(coeffs, 1.0)
         self._coeffs = {m: coeffs.get(m, 1.0) for m in self.modalities}
-        logits = sum(scale_gradient(shares[m], coeffs[m]) for m in present)
+        on_step = scales_updates(self.modulate, ctx.optimizer)
+        logits = sum(scale_gradient(shares[m], 1.0 if on_step else coeffs[m]) for m in present)
         loss = F.cross_entropy(logits.float(), ctx.labels)  # type: ignore[union-attr]
         return fused_objective(loss, modality_losses, ctx)
 
@@ -186,13 +198,22 @@ class AGMBalancer(Balancer):
         return {m: float(c) for m, c in zip(scores, coeffs, strict=True)}
 
     def after_backward(self, ctx: StepContext) -> None:
-        """Clip every gradient to a global norm of ``clip`` where the fused head's leaves ``[-clip, clip]``."""
+        """Clip every gradient to a global norm of ``clip`` where the fused head's leaves ``[-clip, clip]``;
+        where the step is modulated, save each encoder's weights for :meth:`after_step`."""
+        self._steps.clear()
+        if scales_updates(self.modulate, ctx.optimizer):
+            for m, c in self._coeffs.items():
+                self._steps.save(modulated_weights(ctx.model, m), c)
         head = getattr(ctx.model, "head", None)
         if self.clip is None or head is None:
             return
         grads = [p.grad for p in head.parameters() if p.grad is not None]
         if grads and max(float(g.abs().max()) for g in grads) > self.clip:
             torch.nn.utils.clip_grad_norm_([p for p in ctx.model.parameters() if p.grad is not None], self.clip)
+
+    def after_step(self, ctx: StepContext) -> None:
+        """Where the step is modulated: each encoder weight moves ``c_m`` times the optimizer's step."""
+        self._steps.apply()
 
     def weights(self) -> dict[str, float]:
         """Every head weighted 1, plus the last ``coeff/<m>`` and mono ``score/<m>``."""

@@ -57,8 +57,8 @@ from dan.errors import ConfigError
 from dan.losses.balancers.base import Balancer, check_number, fused_objective, register_balancer
 from dan.losses.balancers.context import StepContext
 from dan.losses.balancers.scores import modality_logits, true_class_scores
+from dan.losses.balancers.step_scaling import StepScaler, check_modulate, scales_updates
 
-MODULATE = ("auto", "gradient", "update")
 MODULATED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -105,16 +105,11 @@ class OGMGEBalancer(Balancer):
         self.set_window(start_epoch, end_epoch)
         if not isinstance(ge, bool):
             raise ConfigError(f"balancer 'ogm_ge': ge must be true or false, got {ge!r}; set balancer.ge")
-        if modulate not in MODULATE:
-            raise ConfigError(
-                f"balancer 'ogm_ge': modulate={modulate!r} is not valid; set balancer.modulate to one of "
-                f"{', '.join(MODULATE)}"
-            )
-        self.ge, self.modulate = ge, modulate
+        self.ge, self.modulate = ge, check_modulate(self.name, modulate)
         self.register_buffer("noise_seed", torch.randint(0, 2**62, ()))
         self._coeffs = dict.fromkeys(self.modalities, 1.0)
         self._ratios = dict.fromkeys(self.modalities, 1.0)
-        self._saved: list[tuple[Tensor, Tensor, float]] = []
+        self._steps = StepScaler()
         self._warned = False
 
     def combine(self, fused_loss: Tensor, modality_losses: Mapping[str, Tensor], ctx: StepContext) -> Tensor:
@@ -134,14 +129,12 @@ class OGMGEBalancer(Balancer):
 
     def scales_updates(self, optimizer: torch.optim.Optimizer | None) -> bool:
         """Whether ``k`` scales the optimizer's step (True) or the gradient (False) for ``optimizer``."""
-        if self.modulate != "auto":
-            return self.modulate == "update"
-        return optimizer is not None and not isinstance(optimizer, torch.optim.SGD)
+        return scales_updates(self.modulate, optimizer)
 
     def after_backward(self, ctx: StepContext) -> None:
         """Compute ``k_m``; inside the epoch window scale the gradients (or save the weights to scale the
         step in :meth:`after_step`) and add the GE noise."""
-        self._saved = []
+        self._steps.clear()
         scores = self._scores(ctx.output, ctx.batch)
         self._coeffs = dict.fromkeys(self.modalities, 1.0)
         if len(scores) < 2:
@@ -166,8 +159,8 @@ class OGMGEBalancer(Balancer):
                         noise = torch.randn(g.shape, generator=generators[g.device], device=g.device, dtype=g.dtype)
                     if not on_step:
                         g.mul_(k)
-                    elif k != 1.0:
-                        self._saved.append((p, p.detach().clone(), k))
+                    else:
+                        self._steps.save([p], k)
                     if self.ge:
                         g.add_(noise * std)
 
@@ -177,10 +170,7 @@ class OGMGEBalancer(Balancer):
 
     def after_step(self, ctx: StepContext) -> None:
         """Where the step is modulated: move each saved weight back to ``before + k (after - before)``."""
-        with torch.no_grad():
-            for p, before, k in self._saved:
-                p.copy_(torch.lerp(before, p.detach(), k))
-        self._saved = []
+        self._steps.apply()
 
     def _scores(self, output: Any, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``{m: s_m}`` summed over every DDP rank, for the modalities present in ``output``."""
