@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_balancer_agm import batch, tiny_model
 from test_balancers import MODS, StandIn, ctx, make_batch
 
 from dan.engine.trainer import head_losses
-from dan.losses import build_balancer
+from dan.losses import StepContext, build_balancer
 from dan.losses.balancers.mmpareto import pareto_weights
 
 
@@ -74,3 +75,29 @@ def test_gradients_match_the_authors_update(seed: int) -> None:
     w = b.weights()
     assert set(w) == {"fused", "audio", "image", "k_fused/audio", "k_fused/image", "cos/audio", "cos/image"}
     assert all(0 < w[f"k_fused/{m}"] < 1 for m in MODS)
+
+
+def boosted_step(optimizer: str, gamma: float) -> float:
+    """How far the image encoder moves in one MMPareto step with magnitude boost ``gamma``."""
+    model = tiny_model()
+    balancer = build_balancer({"name": "mmpareto", "gamma": gamma}, model.modalities)
+    opt = (torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if optimizer == "sgd"
+           else torch.optim.AdamW(model.parameters(), lr=0.003))
+    before = [p.detach().clone() for p in model.tower_parameters("image")]
+    b = batch(0)
+    out = model(b)
+    fused, per = head_losses(out, b["label"])
+    c = StepContext(model, b, out, 0, 0, optimizer=opt)
+    opt.zero_grad()
+    balancer.combine(fused, per, c).backward()
+    balancer.after_backward(c)
+    opt.step()
+    return float(torch.cat([(p.detach() - q).flatten() for p, q in zip(model.tower_parameters("image"), before,
+                                                                      strict=True)]).norm())
+
+
+def test_the_boost_moves_the_encoder_further_under_sgd_and_adam_cancels_it() -> None:
+    """The paper's SGD (``balancer=mmpareto``'s optimizer) turns gamma into a longer step; Adam's first step
+    is the same length whatever gamma, which is why the method config trains with SGD."""
+    assert boosted_step("sgd", 1.5) / boosted_step("sgd", 1.0) == pytest.approx(1.5, rel=1e-3)
+    assert boosted_step("adamw", 1.5) / boosted_step("adamw", 1.0) == pytest.approx(1.0, abs=1e-3)
