@@ -137,3 +137,26 @@ def test_image_head_target_against_the_plain_cnn(tmp_path: Path, reached: bool) 
     else:
         assert "never reached 99.5% (best 99.30%, 99.30%)" in row
     assert "baseline `bench/plain_cnn.py` in the same run" in page
+
+
+def test_balancer_benchmark_cells_table_and_docs(tmp_path: Path) -> None:
+    import balancers
+
+    concat = {name: (reason, overrides) for name, reason, overrides in balancers.cells(["static", "mla", "mmcosine"], "concat")}
+    attention = {name: (reason, overrides) for name, reason, overrides in balancers.cells(["static", "mla", "mmcosine"], "attention")}
+    assert concat["static"] == (None, ["balancer=static", "model.fusion.name=concat"])
+    assert concat["mla"] == (None, ["balancer=mla"])  # its method config sets sum fusion
+    assert attention["mmcosine"][0] == "needs concat fusion with a linear head"
+    rows = [
+        {"fusion": "concat", "balancer": "static", "test/acc": a, "test/acc_without_audio": 0.6,
+         "test/acc_without_image": 0.8, "test/shapley_image": 0.1, "test/shapley_audio": 0.3,
+         "train_seconds": 40.0, "epochs": 4}
+        for a in (0.94, 0.96)
+    ] + [{"fusion": "attention", "balancer": "mmcosine", "skipped": "needs concat fusion with a linear head"}]
+    text = balancers.table(rows)
+    assert "| concat | `static` | 95.00 ± 1.41 | 60.00 | 80.00 | 10.00 | 30.00 | 10.0 | 2 |" in text
+    assert "| attention | mmcosine | n/a: needs concat fusion with a linear head |" in text
+    docs = tmp_path / "results.md"
+    docs.write_text("before\n<!-- balancer-benchmark:start -->\nold\n<!-- balancer-benchmark:end -->\nafter\n")
+    balancers.write_docs(docs, "new")
+    assert docs.read_text() == "before\n<!-- balancer-benchmark:start -->\nnew\n<!-- balancer-benchmark:end -->\nafter\n"
