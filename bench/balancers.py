@@ -15,7 +15,8 @@ Protocols:
 
 Each balancer runs with its method config (``balancer=<name>``: its paper's optimizer, and the fusion or
 mid fusion it needs). A method that needs a fusion the column does not have is not run there (``n/a``);
-``mla`` always runs on ``sum`` fusion. Per cell: the fused test accuracy, the model's accuracy given one
+``mla`` always runs on ``sum`` fusion. ``static+sgd`` is ``static`` under the SGD of the SGD-trained
+methods' configs, their fair baseline (``static`` itself keeps the recipe's AdamW). Per cell: the fused test accuracy, the model's accuracy given one
 modality alone (the other masked: the encoder's quality through the model), the Shapley contribution of
 each modality to the test accuracy, and seconds per training epoch.
 """
@@ -29,7 +30,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dan.config import balancer_config_names
+from omegaconf import OmegaConf
+
+from dan.config import balancer_config_names, recipes_dir
 from dan.engine.cv_command import folds
 from dan.engine.grid_command import run_cell
 
@@ -44,12 +47,22 @@ CHEAPER = {  # extra training a method does besides the run's epochs, cut to kee
     "umt": ["balancer.teacher_epochs=2"],
 }
 MARK = "balancer-benchmark"
+SGD_BASELINE = "static+sgd"  # static under the SGD the SGD-trained methods' configs use: the fair baseline for them
+
+
+def sgd_overrides() -> list[str]:
+    """The optimizer of the SGD-trained methods' configs (``agm``'s), as overrides."""
+    optimizer = OmegaConf.load(recipes_dir() / "configs" / "balancers" / "agm.yaml").optimizer
+    return [f"optimizer.{k}={v}" for k, v in optimizer.items()]
 
 
 def cells(balancers: list[str], fusion: str) -> list[tuple[str, str | None, list[str]]]:
     """``(balancer, reason it is not run or None, overrides)`` for one fusion column."""
     out = []
     for name in balancers:
+        if name == SGD_BASELINE:
+            out.append((name, None, ["balancer=static", f"model.fusion.name={fusion}", *sgd_overrides()]))
+            continue
         need = NEEDS.get(name)
         if need == "concat" and fusion != "concat":
             out.append((name, "needs concat fusion with a linear head", []))
@@ -149,7 +162,7 @@ def write_docs(docs: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocols", default="hard,speaker", help="comma-separated: hard, speaker")
-    parser.add_argument("--balancers", default=",".join(balancer_config_names()))
+    parser.add_argument("--balancers", default=",".join([*balancer_config_names(), SGD_BASELINE]))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", type=Path, default=Path("runs/results/balancers"))
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the tables into this file between the balancer-benchmark markers")
     args = parser.parse_args(argv)
     balancers = args.balancers.split(",")
-    unknown = sorted(set(balancers) - set(balancer_config_names()))
+    unknown = sorted(set(balancers) - {*balancer_config_names(), SGD_BASELINE})
     if unknown:
         parser.error(f"--balancers: no method config for {unknown}; valid: {', '.join(balancer_config_names())}")
     protocols = args.protocols.split(",")
