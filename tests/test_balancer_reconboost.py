@@ -101,3 +101,18 @@ def test_a_real_run_boosts_each_modality_in_turn(tmp_path) -> None:  # type: ign
     boosted = [(r["epoch"], r["balancer/boosted/audio"], r["balancer/boosted/image"]) for r in rows
                if "balancer/boosted/audio" in r]
     assert set(boosted) == {(1, 1.0, 0.0), (2, 0.0, 1.0)}, boosted  # logged epochs count from 1
+
+
+def test_the_boosting_phase_runs_at_the_runs_current_learning_rate() -> None:
+    """Not at the optimizer's base (peak) rate: at lr 0 where the run's schedule is, nothing moves."""
+    model = tiny_model()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    run = torch.optim.SGD(model.parameters(), lr=0.0)
+    ctx = EpochContext(
+        0, model, loaders={"train": [batch(5)]}, optimizer=run,
+        new_optimizer=lambda params: torch.optim.SGD(params, lr=0.5, momentum=0.9),
+    )
+    build_balancer("reconboost", model.modalities).on_epoch_start(ctx)
+    assert all(torch.equal(before[k], v) for k, v in model.named_parameters())
+    build_balancer({"name": "reconboost", "boost_lr": 0.1}, model.modalities).on_epoch_start(ctx)
+    assert not torch.equal(before["towers.audio.features.0.0.weight"], model.towers.audio.features[0][0].weight)

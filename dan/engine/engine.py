@@ -257,7 +257,8 @@ class Engine:
         for m in self.modules.values():
             m.to(self.device)
         self.wrapped = dist.wrap_model(self.model, self.info)
-        self.extra_params = [p for m in self.modules.values() for p in m.parameters()]
+        # a module's trainable parameters only: GradNorm's weights are a Parameter it updates itself
+        self.extra_params = [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
         self.optimizer = T.build_optimizer(self.model.parameters(), self.cfg.optimizer)
         # a balancer's own parameters (uncertainty's log-variances) are no weights to decay or to schedule:
         # they get the optimizer at its base learning rate, without weight decay

@@ -33,7 +33,10 @@ Where dan differs, and why:
 - **boost_rate.** The authors' learned scale on ``F`` is left out: with a linear head it is one more
   factor on ``W`` and ``b``, which the head learns already.
 - **Optimizers.** Each boosting phase gets a fresh optimizer of the recipe's kind (the authors: a fresh
-  SGD, momentum 0.9, per phase); the rectification uses the run's optimizer rather than a fresh one.
+  SGD, momentum 0.9, per phase) at a constant learning rate: by default the one the run's schedule has
+  reached when the epoch starts (the authors use one constant rate, 0.01, for both phases; the one-cycle
+  peak as a constant rate from a fresh optimizer made the first boosting phase diverge, measured with
+  ``balancer=reconboost`` at peak 0.5); the rectification uses the run's optimizer rather than a fresh one.
 - **Any number of modalities, missing ones.** Stages go round robin over the sorted modalities (the
   authors' fixed schedule); ``F_{-m}`` sums the others that are present for each sample, and a sample
   without ``m`` is left out of ``m``'s boosting loss.
@@ -70,7 +73,8 @@ class ReconBoostBalancer(Balancer):
     """One modality boosted per epoch (its learner alone, before the epoch), then the fused loss.
 
     Config: ``weight1`` (w1, default 5), ``weight2`` (w2, default 1), ``alpha`` (memory consolidation,
-    default 0.5), ``boost_epochs`` (int >= 1, default 1), ``start_epoch`` (default 0), ``end_epoch``
+    default 0.5), ``boost_epochs`` (int >= 1, default 1), ``boost_lr`` (the boosting phase's learning rate;
+    default: the run's learning rate when the epoch starts), ``start_epoch`` (default 0), ``end_epoch``
     (default ``None``: no end).
     """
 
@@ -83,6 +87,7 @@ class ReconBoostBalancer(Balancer):
         weight2: float = 1.0,
         alpha: float = 0.5,
         boost_epochs: int = 1,
+        boost_lr: float | None = None,
         start_epoch: int = 0,
         end_epoch: int | None = None,
     ) -> None:
@@ -91,6 +96,7 @@ class ReconBoostBalancer(Balancer):
         self.weight2 = check_number(self.name, "weight2", weight2)
         self.alpha = check_number(self.name, "alpha", alpha)
         self.boost_epochs = check_int(self.name, "boost_epochs", boost_epochs, low=1)
+        self.boost_lr = None if boost_lr is None else check_number(self.name, "boost_lr", boost_lr, strict=True)
         self.set_window(start_epoch, end_epoch)
         self._boosted = dict.fromkeys(self.modalities, 0.0)
         self._boost_loss = 0.0
@@ -162,7 +168,10 @@ class ReconBoostBalancer(Balancer):
 
         model = ctx.model
         learner = [*model.tower_parameters(m), *model.trunk.parameters(), *model.head.parameters()]
-        train_model(ctx, model, ctx.loaders["train"], loss_fn, self.boost_epochs, params=learner)
+        lr = self.boost_lr
+        if lr is None and ctx.optimizer is not None:
+            lr = float(ctx.optimizer.param_groups[0]["lr"])  # where the run's schedule is now
+        train_model(ctx, model, ctx.loaders["train"], loss_fn, self.boost_epochs, params=learner, lr=lr)
         self._boosted[m] = 1.0
         if losses:
             mean = torch.stack(losses).mean()[None]
