@@ -5,6 +5,7 @@ fusion the method needs) and passes the method's model check; other overrides st
 from __future__ import annotations
 
 import pytest
+import torch
 
 from dan.config import balancer_config_names, load_config
 from dan.errors import ConfigError
@@ -40,10 +41,15 @@ def test_an_unknown_method_lists_the_shipped_ones() -> None:
         load_config("quickstart", ["balancer=nope"])
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("name", balancer_config_names())
-def test_each_method_config_trains_end_to_end(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_each_method_config_trains_end_to_end(name: str, device: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """One real (synthetic, tiny) epoch per method config, with its optimizer: a method config that cannot
-    train (an empty optimizer, a diverging extra phase) fails here."""
+    train (an empty optimizer, a diverging extra phase) fails here. On CUDA with AMP (the default there) as
+    well, where the H200 run found AGM mixing a CPU score with its CUDA running means."""
     import json
     import math
 
@@ -51,7 +57,7 @@ def test_each_method_config_trains_end_to_end(name: str, tmp_path) -> None:  # t
 
     from dan.engine.recipes import run_config
 
-    overrides = tiny_run({"train.epochs": 1, "logger": "none", "device": "cpu"})
+    overrides = tiny_run({"train.epochs": 1, "logger": "none", "device": device})
     cheaper = {"gradient_blend": ["balancer.estimate_epochs=1"], "umt": ["balancer.teacher_epochs=1"]}
     run_config(load_config("quickstart", [f"balancer={name}", *overrides, *cheaper.get(name, []),
                                           f"output_dir={tmp_path}", "run_name=r"]))

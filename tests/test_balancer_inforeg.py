@@ -79,7 +79,8 @@ def test_gradients_traces_and_window_equal_the_reference() -> None:
             reference_step(ref, anchor, b, k)
             for m in MODS:
                 for p, r in zip(encoder(ours, m), encoder(ref, m), strict=True):
-                    torch.testing.assert_close(p.grad, r.grad, rtol=1e-5, atol=1e-7)
+                    # atol 1e-6: fp32 sums in another order differ by 1.2e-7 on the H200 host's CPU
+                    torch.testing.assert_close(p.grad, r.grad, rtol=1e-5, atol=1e-6)
                 grads[m].append([p.grad.clone() for p in modulated_weights(ref, m)])
             pulled += sum(balancer.weights()[f"beta/{m}"] > 0 for m in MODS)
             opt_o.step()

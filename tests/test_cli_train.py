@@ -48,7 +48,7 @@ def test_dan_train_writes_checkpoints_and_results(tmp_path: Path, capsys: pytest
 
 
 def test_results_record_the_best_checkpoint_and_the_run(tmp_path: Path) -> None:
-    assert main(["train", "quickstart", *tiny_run({"train.epochs": 3}), f"output_dir={tmp_path}", "run_name=a"]) == 0
+    assert main(["train", "quickstart", *tiny_run({"train.epochs": 3, "device": "cpu"}), f"output_dir={tmp_path}", "run_name=a"]) == 0
     res = _results(tmp_path / "a")
     history, summary = res["history"], res["summary"]
     assert [(h["epoch"], h["step"]) for h in history] == [(1, 6), (2, 12), (3, 18)]
@@ -60,6 +60,7 @@ def test_results_record_the_best_checkpoint_and_the_run(tmp_path: Path) -> None:
     assert res["config"]["train"]["epochs"] == 3 and res["config"]["run_name"] == "a" and res["seed"] == 0
     assert res["manifest_hash"] == load_checkpoint(tmp_path / "a" / "last.pt")["manifest_hash"]
     assert {"dan", "torch", "torchaudio", "torchvision", "python"} <= set(res["versions"])
+    assert res["machine"]["device"] == "cpu" and res["machine"]["amp"] is False and res["machine"]["threads"] == 1
     assert 0 < summary["train_seconds"] <= res["wall_seconds"]
     for png in ("curves.png", "confusion_test.png", "per_class_error_test.png", "noise_test.png"):
         assert (tmp_path / "a" / png).read_bytes()[:4] == b"\x89PNG", png
@@ -199,7 +200,7 @@ def test_recipes_listing_prints_whole_first_sentences(capsys: pytest.CaptureFixt
 
 
 def test_training_starts_with_a_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "quickstart", *TINY, "train.epochs=1", f"output_dir={tmp_path}", "run_name=h"]) == 0
+    assert main(["train", "quickstart", *TINY, "train.epochs=1", "device=cpu", f"output_dir={tmp_path}", "run_name=h"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("fusion recipe | data synthetic: train 120 / val 60 / test 60, manifest ")
     assert "parameters | device cpu, " in first and "1 process(es) | seed 0 | run folder " in first

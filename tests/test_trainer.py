@@ -168,3 +168,29 @@ def test_onecycle_survives_runs_too_short_for_its_warmup_fraction(total: int) ->
         opt.step()
         sched.step()
     assert 0 < T.current_lr(opt) <= load_config("quickstart").optimizer.lr
+
+
+@pytest.mark.parametrize("init_scale", [1.0, float("inf")])
+def test_a_step_the_grad_scaler_skips_skips_the_balancers_gradient_work(
+    init_scale: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found on CUDA with AMP: an fp16 overflow step's gradients reached greedy's speed sums (inf, then a math
+    domain error). A step the scaler skips (here every one: an infinite scale overflows every gradient) runs no
+    balancer gradient hook and moves no weight; a finite scale runs the hook at every step."""
+    from dan.losses.balancers.greedy import GreedyBalancer
+
+    calls = {"n": 0}
+    real = GreedyBalancer.after_backward
+
+    def counted(self, ctx):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        real(self, ctx)
+        assert torch.isfinite(self.bypass).all() and torch.isfinite(self.main).all()
+
+    monkeypatch.setattr(GreedyBalancer, "after_backward", counted)
+    monkeypatch.setattr(T, "grad_scaler", lambda device, enabled: torch.amp.GradScaler("cpu", init_scale=init_scale))
+    overrides = tiny_run({"train.epochs": 1, "logger": "none", "device": "cpu"})
+    cfg = load_config("quickstart", ["balancer=greedy", *overrides, f"output_dir={tmp_path}", "run_name=amp"])
+    run_config(cfg)
+    steps = json.loads((tmp_path / "amp" / "results.json").read_text())["summary"]["steps"]
+    assert calls["n"] == (steps if init_scale == 1.0 else 0)

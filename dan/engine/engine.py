@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import platform
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -305,6 +306,18 @@ class Engine:
             f"{self.info.world_size} process(es){', AMP' if self.amp else ''} | seed {self.cfg.seed} | run folder {self.run_dir}"
         )
 
+    def machine(self) -> dict[str, Any]:
+        """Where the run trained, for its record: the device (and its name on CUDA), threads, processes and
+        whether AMP was on; figures from another machine differ in the last digits."""
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor()
+        return {
+            "device": str(self.device),
+            "device_name": name or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "processes": self.info.world_size,
+            "amp": bool(self.amp),
+        }
+
     @property
     def epoch_number(self) -> int:
         """The 1-based number of the epoch in progress, or of the one just finished (0 before the first
@@ -450,13 +463,19 @@ class Engine:
         for opt in self.optimizers:
             self.scaler.unscale_(opt)
         dist.average_gradients(self.extra_params, self.info)
-        self.task.after_backward(self, batch, out)
+        # a step whose fp16 gradients overflowed is skipped by the scaler: the task's gradient work
+        # (a balancer's gradient statistics, its saved weights) skips it too
+        stepped = not self.scaler.is_enabled() or T.gradients_finite(
+            [*self.model.parameters(), *self.extra_params]
+        )
+        if stepped:
+            self.task.after_backward(self, batch, out)
         T.clip_gradients(self.model.parameters(), self.cfg.train.grad_clip)
         for opt in self.optimizers:
             self.scaler.step(opt)
         self.scaler.update()
         after_step = getattr(self.task, "after_step", None)  # optional: tasks written before it existed
-        if after_step is not None:
+        if after_step is not None and stepped:
             after_step(self, batch, out)
         if self.scheduler:
             self.scheduler.step()
@@ -617,6 +636,7 @@ class Engine:
                 "seed": self.cfg.seed,
                 "manifest_hash": summary["manifest_hash"],
                 "versions": versions(),
+                "machine": self.machine(),
                 "train_seconds": summary["train_seconds"],
                 "wall_seconds": round(time.perf_counter() - self.created, 2),
                 "run_dir": str(self.run_dir),
@@ -629,7 +649,5 @@ class Engine:
 
 def versions() -> dict[str, str]:
     """Versions of dan, Python, torch, torchaudio and torchvision, for a run's record."""
-    import platform
-
     packages = ("dan", "torch", "torchaudio", "torchvision")
     return {"python": platform.python_version(), **{p: ckpt.package_version(p) or "not installed" for p in packages}}

@@ -203,6 +203,13 @@ def check_finite(
     )
 
 
+def gradients_finite(params: Iterable[nn.Parameter]) -> bool:
+    """Whether every gradient among ``params`` is finite (False in a step whose fp16 gradients overflowed,
+    which the GradScaler skips)."""
+    flags = [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
 def clip_gradients(params: Iterable[nn.Parameter], max_norm: float) -> float:
     """Clip the global gradient norm to ``max_norm`` (0 = off); returns the norm before clipping."""
     params = [p for p in params if p.grad is not None]

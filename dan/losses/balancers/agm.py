@@ -185,7 +185,7 @@ class AGMBalancer(Balancer):
         if len(scores) < 2:
             return dict.fromkeys(scores, 1.0)
         idx = [self.modalities.index(m) for m in scores]
-        now = torch.stack([scores[m].double() for m in scores])
+        now = torch.stack([scores[m].double() for m in scores]).to(self.running.device)
         past = self.running[idx]
         factor = len(scores) / (len(scores) - 1)
         ratio = torch.exp(factor * (now.mean() - now))
