@@ -148,6 +148,22 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def machines(rows: list[dict[str, Any]]) -> str:
+    """The machines the cells' ``results.json`` name (``device_name``, ``device``, threads, AMP), most cells
+    first, with their counts; cells written before runs recorded it count as ``not recorded``."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        if "skipped" in row or "failed" in row:
+            continue
+        m = row.get("machine")
+        name = (
+            f"{m['device_name']} ({m['device']}, {m['threads']} thread(s){', AMP' if m['amp'] else ', fp32'})"
+            if m else "not recorded"
+        )
+        counts[name] = counts.get(name, 0) + 1
+    return "; ".join(f"{name}: {n} runs" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def write_docs(docs: Path, text: str) -> None:
     """Replace what lies between ``<!-- balancer-benchmark:start -->`` and ``:end -->`` in ``docs``."""
     body = docs.read_text()
@@ -183,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         every.extend(rows)
         speaker = held_out(protocol)
         title = "hard variant" if protocol == "hard" else f"speaker {speaker!r} held out (clean data)"
-        sections.append(f"**{title}**, {args.epochs} epochs, seeds {args.seeds}:\n\n{table(rows)}")
+        sections.append(
+            f"**{title}**, {args.epochs} epochs, seeds {args.seeds}, trained on {machines(rows)}:\n\n{table(rows)}"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "balancers.json").write_text(json.dumps(every, indent=1))
     command = (

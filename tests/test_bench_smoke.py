@@ -156,6 +156,10 @@ def test_balancer_benchmark_cells_table_and_docs(tmp_path: Path) -> None:
     text = balancers.table(rows)
     assert "| concat | `static` | 95.00 ± 1.41 | 60.00 | 80.00 | 10.00 | 30.00 | 10.0 | 2 |" in text
     assert "| attention | mmcosine | n/a: needs concat fusion with a linear head |" in text
+    h200 = {"device": "cuda:0", "device_name": "NVIDIA H200", "threads": 1, "processes": 1, "amp": True}
+    assert balancers.machines([{**rows[0], "machine": h200}, rows[1], rows[2]]) == (
+        "NVIDIA H200 (cuda:0, 1 thread(s), AMP): 1 runs; not recorded: 1 runs"
+    )
     docs = tmp_path / "results.md"
     docs.write_text("before\n<!-- balancer-benchmark:start -->\nold\n<!-- balancer-benchmark:end -->\nafter\n")
     balancers.write_docs(docs, "new")

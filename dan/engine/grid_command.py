@@ -44,7 +44,7 @@ def run_cell(
     config: str, cell: dict[str, str], fixed: list[str], out: Path, name: str | None = None
 ) -> dict[str, Any]:
     """Train one cell (``fixed`` then ``cell`` overrides) in its own process, or read its ``results.json``;
-    its test and best-val metrics. ``name`` is the run folder under ``out`` (default :func:`cell_name`)."""
+    its test and best-val metrics and the machine it trained on (None in a record older than that field). ``name`` is the run folder under ``out`` (default :func:`cell_name`)."""
     name = name or cell_name(cell)
     result = out / name / "results.json"
     if not result.exists():
@@ -68,9 +68,11 @@ def run_cell(
             print(f"{name}: FAILED (exit {proc.returncode}); see {out / f'{name}.log'}", file=sys.stderr)
             return {"cell": cell, "failed": proc.returncode}
         print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    summary = json.loads(result.read_text())["summary"]
+    record = json.loads(result.read_text())
+    summary = record["summary"]
     return {
         "cell": cell,
+        "machine": record.get("machine"),
         **{
             k: v for k, v in summary.items() if k.startswith(("test/", "best_val", "epochs", "train_seconds"))
         },
