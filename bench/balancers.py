@@ -150,7 +150,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def machines(rows: list[dict[str, Any]]) -> str:
     """The machines the cells' ``results.json`` name (``device_name``, ``device``, threads, AMP), most cells
-    first, with their counts; cells written before runs recorded it count as ``not recorded``."""
+    first, with their counts; a record older than that field counts as a machine it does not name."""
     counts: dict[str, int] = {}
     for row in rows:
         if "skipped" in row or "failed" in row:
@@ -158,10 +158,10 @@ def machines(rows: list[dict[str, Any]]) -> str:
         m = row.get("machine")
         name = (
             f"{m['device_name']} ({m['device']}, {m['threads']} thread(s){', AMP' if m['amp'] else ', fp32'})"
-            if m else "not recorded"
+            if m else "a machine their results.json does not name"
         )
         counts[name] = counts.get(name, 0) + 1
-    return "; ".join(f"{name}: {n} runs" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return " and ".join(f"{name} ({n} runs)" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def write_docs(docs: Path, text: str) -> None:

@@ -158,7 +158,7 @@ def test_balancer_benchmark_cells_table_and_docs(tmp_path: Path) -> None:
     assert "| attention | mmcosine | n/a: needs concat fusion with a linear head |" in text
     h200 = {"device": "cuda:0", "device_name": "NVIDIA H200", "threads": 1, "processes": 1, "amp": True}
     assert balancers.machines([{**rows[0], "machine": h200}, rows[1], rows[2]]) == (
-        "NVIDIA H200 (cuda:0, 1 thread(s), AMP): 1 runs; not recorded: 1 runs"
+        "NVIDIA H200 (cuda:0, 1 thread(s), AMP) (1 runs) and a machine their results.json does not name (1 runs)"
     )
     docs = tmp_path / "results.md"
     docs.write_text("before\n<!-- balancer-benchmark:start -->\nold\n<!-- balancer-benchmark:end -->\nafter\n")
