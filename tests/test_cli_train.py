@@ -61,6 +61,7 @@ def test_results_record_the_best_checkpoint_and_the_run(tmp_path: Path) -> None:
     assert res["manifest_hash"] == load_checkpoint(tmp_path / "a" / "last.pt")["manifest_hash"]
     assert {"dan", "torch", "torchaudio", "torchvision", "python"} <= set(res["versions"])
     assert res["machine"]["device"] == "cpu" and res["machine"]["amp"] is False and res["machine"]["threads"] == 1
+    assert isinstance(res["machine"]["device_name"], str) and res["machine"]["device_name"]
     assert 0 < summary["train_seconds"] <= res["wall_seconds"]
     for png in ("curves.png", "confusion_test.png", "per_class_error_test.png", "noise_test.png"):
         assert (tmp_path / "a" / png).read_bytes()[:4] == b"\x89PNG", png

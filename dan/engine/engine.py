@@ -309,10 +309,10 @@ class Engine:
     def machine(self) -> dict[str, Any]:
         """Where the run trained, for its record: the device (and its name on CUDA), threads, processes and
         whether AMP was on; figures from another machine differ in the last digits."""
-        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor()
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else cpu_name()
         return {
             "device": str(self.device),
-            "device_name": name or platform.machine(),
+            "device_name": name,
             "threads": torch.get_num_threads(),
             "processes": self.info.world_size,
             "amp": bool(self.amp),
@@ -645,6 +645,17 @@ class Engine:
             (self.run_dir / "results.json").write_text(json.dumps(record, indent=1))
         self.logger.finish(summary)
         return summary
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows of it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def versions() -> dict[str, str]:
