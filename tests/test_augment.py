@@ -101,3 +101,18 @@ def test_audio_augment_with_warps_is_seeded() -> None:
     torch.manual_seed(5)
     b = aug({"audio": x})["audio"]
     assert torch.equal(a, b) and a.shape == x.shape and not torch.equal(a, x)
+
+
+def test_a_modality_set_to_null_is_not_augmented_and_draws_nothing() -> None:
+    """``augment.audio=null`` (the only override that removes a shipped config's audio augmentation: a dict
+    override merges) leaves the audio batch as it is and draws nothing from the RNG."""
+    from dan.config import load_config
+
+    cfg = load_config("audio_only", ["augment.audio=null"])
+    batch = {"audio": torch.randn(4, 1, 40, 32)}
+    torch.manual_seed(0)
+    out = build_augment(cfg.augment)(batch)
+    assert torch.equal(out["audio"], batch["audio"])
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))  # the RNG is where the seed left it

@@ -105,7 +105,9 @@ def _transform(m: str, spec: dict[str, Any]) -> Callable[[Tensor], Tensor]:
 
 
 def build_augment(cfg: Mapping[str, Any] | None) -> Callable[[Mapping[str, Tensor]], Batch]:
-    """``augment`` config ``{modality: {...}}`` -> a transform of training batches (identity when empty).
+    """``augment`` config ``{modality: {...}}`` -> a transform of training batches (identity when empty; a
+    modality set to null or ``{}`` is left alone: ``augment.audio=null`` turns off a shipped config's audio
+    augmentation, which a dict override cannot, since overrides merge into the config's dict).
 
     A modality takes image keys (``shift``, ``rotate``: a random affine) or spectrogram keys
     (``freq_mask``, ``time_mask``, ``masks``, ``noise``: SpecAugment; ``freq_warp``, ``time_stretch``,
@@ -113,7 +115,7 @@ def build_augment(cfg: Mapping[str, Any] | None) -> Callable[[Mapping[str, Tenso
     A ConfigError names any other key. Masked samples (``<m>_mask`` False) are transformed too: the model
     ignores them.
     """
-    transforms = {m: _transform(m, dict(spec or {})) for m, spec in dict(cfg or {}).items()}
+    transforms = {m: _transform(m, dict(spec)) for m, spec in dict(cfg or {}).items() if spec}
 
     def apply(batch: Mapping[str, Tensor]) -> Batch:
         out = dict(batch)
