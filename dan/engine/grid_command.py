@@ -44,7 +44,8 @@ def run_cell(
     config: str, cell: dict[str, str], fixed: list[str], out: Path, name: str | None = None
 ) -> dict[str, Any]:
     """Train one cell (``fixed`` then ``cell`` overrides) in its own process, or read its ``results.json``;
-    its test and best-val metrics and the machine it trained on (None in a record older than that field). ``name`` is the run folder under ``out`` (default :func:`cell_name`)."""
+    its test and best-val metrics and the machine it trained on (None in a record older than that field).
+    ``name`` is the run folder under ``out`` (default :func:`cell_name`)."""
     name = name or cell_name(cell)
     result = out / name / "results.json"
     if not result.exists():

@@ -58,8 +58,8 @@ def train_model(
     """Train ``model`` (unwrapped) in place for ``epochs`` passes over ``batches`` on the scalar
     ``loss_fn(model(batch), batch)``, with a fresh optimizer (``ctx.new_optimizer``) over its parameters (a
     parameter the loss never reaches keeps its value: the optimizer skips it); ``inputs`` limits the
-    modalities it is given; ``lr`` replaces the optimizer's base learning rate. Under DDP gradients are averaged every step and running statistics at the end,
-    so every rank ends with the same model."""
+    modalities it is given; ``lr`` replaces the optimizer's base learning rate. Under DDP gradients are
+    averaged every step and running statistics at the end, so every rank ends with the same model."""
     if ctx.new_optimizer is None:
         raise ConfigError("training a copy of the model needs EpochContext.new_optimizer (the trainer gives it)")
     trained = list(model.parameters() if params is None else params)
