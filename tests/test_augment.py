@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
-from dan.data.augment import build_augment, warp_spectrograms
+from dan.data.augment import augment_images, build_augment, elastic_displacement, warp_spectrograms
 from dan.data.features import FeatureConfig, compute_features
 from dan.errors import ConfigError
 
@@ -19,6 +21,39 @@ def test_image_affine_is_seeded_and_moves_pixels() -> None:
     torch.manual_seed(0)
     b = aug({"image": x, "label": torch.zeros(8)})["image"]
     assert torch.equal(a, b) and not torch.equal(a, x) and a.shape == x.shape
+
+
+def test_image_zoom_scales_about_the_centre_by_the_drawn_factor() -> None:
+    x = torch.zeros(256, 1, 28, 28)
+    x[:, :, 9:19, 9:19] = 1.0  # a 10-pixel square about the centre
+    torch.manual_seed(0)
+    out = augment_images(x, scale=0.3)
+    side = (out[:, 0, 14] > 0.5).sum(dim=1).float()  # the square's width along its middle row
+    assert side.min() >= 10 * 0.7 - 1 and side.max() <= 10 * 1.3 + 1 and side.std() > 1.0
+
+
+def test_elastic_fields_are_smooth_seeded_and_scaled_by_alpha() -> None:
+    torch.manual_seed(0)
+    a = elastic_displacement(64, 28, 28, alpha=34, sigma=4)
+    torch.manual_seed(0)
+    b = elastic_displacement(64, 28, 28, alpha=17, sigma=4)
+    assert a.shape == (64, 28, 28, 2) and torch.allclose(a, 2 * b)
+    pixels = a * 14  # normalised units -> pixels on a 28-pixel side
+    neighbour = (pixels[:, 1:] - pixels[:, :-1]).abs().mean()
+    assert 0.5 < pixels.std() < 4.0 and neighbour < 0.25 * pixels.abs().mean()  # smooth, a few pixels
+    rough = elastic_displacement(64, 28, 28, alpha=34, sigma=0) * 14
+    assert (rough[:, 1:] - rough[:, :-1]).abs().mean() > 10 * neighbour
+
+
+def test_elastic_distortion_moves_strokes_and_keeps_their_ink() -> None:
+    x = torch.zeros(32, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0
+    torch.manual_seed(3)
+    out = build_augment({"image": {"elastic": 34, "elastic_sigma": 4}})({"image": x})["image"]
+    moved = (out - x).abs().flatten(1).sum(dim=1)
+    assert (moved > 1.0).all()  # every sample is distorted
+    ink = out.flatten(1).sum(dim=1) / x.flatten(1).sum(dim=1)  # stretched and squeezed, kept on average
+    assert 0.85 < ink.mean() < 1.15 and ink.min() > 0.4
 
 
 def test_spectrogram_masks_cover_whole_bands_and_spans() -> None:
@@ -44,13 +79,14 @@ def test_utterance_norm_removes_each_recordings_mean_over_time() -> None:
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
-        ({"image": {"shfit": 2}}, "unknown key augment.image.shfit; valid keys: shift, rotate (images)"),
+        ({"image": {"shfit": 2}}, "unknown key augment.image.shfit; valid keys: shift, rotate, scale, elastic, elastic_sigma (images)"),
         ({"audio": {"freq_mask": -1}}, "augment.audio: every value must be >= 0"),
         ({"audio": {"freq_warp": 1.2}}, "augment.audio: freq_warp and time_stretch are fractions"),
+        ({"image": {"scale": 1.0}}, "augment.image.scale is a zoom fraction in [0, 1)"),
     ],
 )
 def test_bad_keys_are_named(cfg: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         build_augment(cfg)
 
 

@@ -2,7 +2,8 @@
 
 ```yaml
 augment:
-  image: {shift: 2, rotate: 10}     # pixels, degrees: a random affine per sample
+  image: {shift: 2, rotate: 10, scale: 0.1,   # pixels, degrees, zoom fraction: a random affine per sample
+          elastic: 34, elastic_sigma: 4}       # elastic distortion (Simard et al. 2003), pixels
   audio: {freq_mask: 8, time_mask: 10, masks: 2, noise: 0.1,   # SpecAugment masks, Gaussian noise
           freq_warp: 0.1, time_stretch: 0.1, time_shift: 4}     # new voices: vocal tract, speed, onset
 ```
@@ -24,20 +25,48 @@ from torch import Tensor
 from dan.errors import ConfigError
 
 Batch = dict[str, Tensor]
-IMAGE_KEYS = ("shift", "rotate")
+IMAGE_KEYS = ("shift", "rotate", "scale", "elastic", "elastic_sigma")
 AUDIO_KEYS = ("freq_mask", "time_mask", "masks", "noise", "freq_warp", "time_stretch", "time_shift")
 
 
-def augment_images(x: Tensor, shift: float = 0.0, rotate: float = 0.0) -> Tensor:
-    """Random translation (up to ``shift`` pixels) and rotation (up to ``rotate`` degrees) of each image of
-    ``x [B, C, H, W]`` (same shape), drawn from torch's seeded global RNG; borders are replicated."""
+def augment_images(
+    x: Tensor, shift: float = 0.0, rotate: float = 0.0, scale: float = 0.0, elastic: float = 0.0,
+    elastic_sigma: float = 4.0,
+) -> Tensor:
+    """Random affine and elastic distortion of each image of ``x [B, C, H, W]`` (same shape), batched on
+    ``x``'s device, drawn from torch's seeded global RNG; borders are replicated.
+
+    The affine translates by up to ``shift`` pixels, rotates by up to ``rotate`` degrees and zooms by a factor
+    from [1 - scale, 1 + scale]. The elastic distortion is Simard, Steinkraus & Platt (ICDAR 2003, section 2):
+    a displacement field drawn uniformly from [-1, 1] per pixel and axis, smoothed by a Gaussian of std
+    ``elastic_sigma`` pixels and multiplied by ``elastic`` (their alpha, in pixels; the paper's MNIST setting
+    is alpha 34, sigma 4). Both act in one resampling of the input.
+    """
     b, _, h, w = x.shape
     angle = (torch.rand(b) * 2 - 1) * math.radians(rotate)
-    cos, sin = angle.cos(), angle.sin()
+    zoom = 1 + (torch.rand(b) * 2 - 1) * scale
+    cos, sin = angle.cos() / zoom, angle.sin() / zoom
     tx, ty = (torch.rand(b) * 2 - 1) * 2 * shift / w, (torch.rand(b) * 2 - 1) * 2 * shift / h
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if elastic:
+        grid = grid + elastic_displacement(b, h, w, elastic, elastic_sigma).to(x)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="border")
+
+
+def elastic_displacement(b: int, h: int, w: int, alpha: float, sigma: float) -> Tensor:
+    """Smoothed random displacement fields ``[B, H, W, 2]`` in ``grid_sample``'s normalised units (x, y):
+    uniform [-1, 1] noise per pixel and axis, Gaussian-smoothed with std ``sigma`` pixels (kernel of
+    4 sigma either side, at most the image's size, reflected at the borders), scaled to ``alpha`` pixels. Draws from torch's seeded
+    global RNG on the CPU, so a seed gives the same fields on every device."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    field = torch.rand(b, 2, h, w) * 2 - 1
+    if sigma > 0:
+        size = 2 * min(math.ceil(4 * sigma), min(h, w) - 1) + 1
+        field = gaussian_blur(field, [size, size], [sigma, sigma])
+    field = field * alpha * torch.tensor([2 / w, 2 / h]).view(1, 2, 1, 1)
+    return field.permute(0, 2, 3, 1)
 
 
 def warp_spectrograms(x: Tensor, freq_warp: float = 0.0, time_stretch: float = 0.0, time_shift: float = 0.0) -> Tensor:
@@ -100,8 +129,10 @@ def _transform(m: str, spec: dict[str, Any]) -> Callable[[Tensor], Tensor]:
         if warps["freq_warp"] >= 1 or warps["time_stretch"] >= 1:
             raise ConfigError(f"augment.{m}: freq_warp and time_stretch are fractions in [0, 1), got {spec}")
         return lambda x: augment_spectrograms(x, f, t, n, noise, **warps)
-    shift, rotate = float(spec.get("shift", 0.0)), float(spec.get("rotate", 0.0))
-    return lambda x: augment_images(x, shift, rotate)
+    image = {k: float(spec[k]) for k in IMAGE_KEYS if k in spec}
+    if image.get("scale", 0.0) >= 1:
+        raise ConfigError(f"augment.{m}.scale is a zoom fraction in [0, 1), got {spec}")
+    return lambda x: augment_images(x, **image)
 
 
 def build_augment(cfg: Mapping[str, Any] | None) -> Callable[[Mapping[str, Tensor]], Batch]:
@@ -109,7 +140,8 @@ def build_augment(cfg: Mapping[str, Any] | None) -> Callable[[Mapping[str, Tenso
     modality set to null or ``{}`` is left alone: ``augment.audio=null`` turns off a shipped config's audio
     augmentation, which a dict override cannot, since overrides merge into the config's dict).
 
-    A modality takes image keys (``shift``, ``rotate``: a random affine) or spectrogram keys
+    A modality takes image keys (``shift``, ``rotate``, ``scale``: a random affine; ``elastic``,
+    ``elastic_sigma``: an elastic distortion; :func:`augment_images`) or spectrogram keys
     (``freq_mask``, ``time_mask``, ``masks``, ``noise``: SpecAugment; ``freq_warp``, ``time_stretch``,
     ``time_shift``: :func:`warp_spectrograms`); both act on ``[B, C, H, W]`` inputs.
     A ConfigError names any other key. Masked samples (``<m>_mask`` False) are transformed too: the model
