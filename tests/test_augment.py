@@ -45,6 +45,17 @@ def test_elastic_fields_are_smooth_seeded_and_scaled_by_alpha() -> None:
     assert (rough[:, 1:] - rough[:, :-1]).abs().mean() > 10 * neighbour
 
 
+def test_elastic_smoothing_is_the_normalised_gaussian_blur() -> None:
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    torch.manual_seed(5)
+    ours = elastic_displacement(16, 28, 28, alpha=1.0, sigma=3.0)
+    torch.manual_seed(5)
+    noise = torch.rand(16, 2, 28, 28) * 2 - 1
+    blurred = gaussian_blur(noise, [25, 25], [3.0, 3.0]) * (2 / 28)  # 4 sigma either side, reflected
+    assert torch.allclose(ours, blurred.permute(0, 2, 3, 1), atol=1e-6)
+
+
 def test_elastic_distortion_moves_strokes_and_keeps_their_ink() -> None:
     x = torch.zeros(32, 1, 28, 28)
     x[:, :, 6:22, 12:16] = 1.0

@@ -56,16 +56,18 @@ def augment_images(
 
 def elastic_displacement(b: int, h: int, w: int, alpha: float, sigma: float) -> Tensor:
     """Smoothed random displacement fields ``[B, H, W, 2]`` in ``grid_sample``'s normalised units (x, y):
-    uniform [-1, 1] noise per pixel and axis, Gaussian-smoothed with std ``sigma`` pixels (kernel of
-    4 sigma either side, at most the image's size, reflected at the borders), scaled to ``alpha`` pixels. Draws from torch's seeded
-    global RNG on the CPU, so a seed gives the same fields on every device."""
-    from torchvision.transforms.v2.functional import gaussian_blur
-
-    field = torch.rand(b, 2, h, w) * 2 - 1
+    uniform [-1, 1] noise per pixel and axis, smoothed by a normalised Gaussian of std ``sigma`` pixels (a
+    separable kernel of 4 sigma either side, at most the image's size, reflected at the borders), scaled to
+    ``alpha`` pixels. Draws from torch's seeded global RNG on the CPU, so a seed gives the same fields on
+    every device."""
+    field = torch.rand(b * 2, 1, h, w) * 2 - 1
     if sigma > 0:
-        size = 2 * min(math.ceil(4 * sigma), min(h, w) - 1) + 1
-        field = gaussian_blur(field, [size, size], [sigma, sigma])
-    field = field * alpha * torch.tensor([2 / w, 2 / h]).view(1, 2, 1, 1)
+        half = min(math.ceil(4 * sigma), min(h, w) - 1)
+        kernel = torch.exp(-0.5 * (torch.arange(-half, half + 1) / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        field = F.pad(field, (half, half, half, half), mode="reflect")
+        field = F.conv2d(F.conv2d(field, kernel.view(1, 1, -1, 1)), kernel.view(1, 1, 1, -1))
+    field = field.view(b, 2, h, w) * alpha * torch.tensor([2 / w, 2 / h]).view(1, 2, 1, 1)
     return field.permute(0, 2, 3, 1)
 
 
