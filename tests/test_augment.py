@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -21,6 +22,21 @@ def test_image_affine_is_seeded_and_moves_pixels() -> None:
     torch.manual_seed(0)
     b = aug({"image": x, "label": torch.zeros(8)})["image"]
     assert torch.equal(a, b) and not torch.equal(a, x) and a.shape == x.shape
+
+
+def test_image_affine_without_new_keys_keeps_its_random_stream() -> None:
+    x = torch.rand(8, 1, 28, 28)
+    torch.manual_seed(0)
+    a = augment_images(x, shift=2, rotate=10, scale=0.0, elastic=0.0)
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    angle, tx, ty = torch.rand(8), torch.rand(8), torch.rand(8)  # what the affine draws, in order
+    assert torch.equal(torch.rand(1), after)  # nothing else was drawn
+    rad = (angle * 2 - 1) * math.radians(10)
+    theta = torch.stack([torch.stack([rad.cos(), -rad.sin(), (tx * 2 - 1) * 4 / 28], 1),
+                         torch.stack([rad.sin(), rad.cos(), (ty * 2 - 1) * 4 / 28], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, [8, 1, 28, 28], align_corners=False)
+    assert torch.allclose(a, torch.nn.functional.grid_sample(x, grid, align_corners=False, padding_mode="border"), atol=1e-6)
 
 
 def test_image_zoom_scales_about_the_centre_by_the_drawn_factor() -> None:

@@ -44,8 +44,10 @@ def augment_images(
     """
     b, _, h, w = x.shape
     angle = (torch.rand(b) * 2 - 1) * math.radians(rotate)
-    zoom = 1 + (torch.rand(b) * 2 - 1) * scale
-    cos, sin = angle.cos() / zoom, angle.sin() / zoom
+    cos, sin = angle.cos(), angle.sin()
+    if scale:  # drawn only when asked, so configs without it keep their random stream
+        zoom = 1 + (torch.rand(b) * 2 - 1) * scale
+        cos, sin = cos / zoom, sin / zoom
     tx, ty = (torch.rand(b) * 2 - 1) * 2 * shift / w, (torch.rand(b) * 2 - 1) * 2 * shift / h
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
