@@ -3,7 +3,7 @@
 ```yaml
 augment:
   image: {shift: 2, rotate: 10, scale: 0.1,   # pixels, degrees, zoom fraction: a random affine per sample
-          elastic: 34, elastic_sigma: 4}       # elastic distortion (Simard et al. 2003), pixels
+          elastic: 12, elastic_sigma: 4}       # elastic distortion (Simard et al. 2003), pixels
   audio: {freq_mask: 8, time_mask: 10, masks: 2, noise: 0.1,   # SpecAugment masks, Gaussian noise
           freq_warp: 0.1, time_stretch: 0.1, time_shift: 4}     # new voices: vocal tract, speed, onset
 ```
