@@ -18,16 +18,22 @@ from time_to_accuracy import TARGET, timed_run  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
+NO_AUDIO_AUGMENT = "augment.audio=null"
+GRID_IMAGE_TOWER = "model.towers.image={readout: grid, grid: 2, channels: [8, 16], dropout: 0}"
+
 # name -> (config, overrides, threads or None for --threads)
 VARIANTS: dict[str, tuple[str, list[str], int | None]] = {
     "fast (shipped)": ("avmnist_fast", [], None),
     "default config (avmnist_concat_offline)": ("avmnist_concat_offline", [], None),
     "audio_cnn tower instead of audio_tcn": (str(CONFIGS / "avmnist_fast_audio_cnn.yaml"), [], None),
-    "image grid 7 (49 tokens) instead of 2": ("avmnist_fast", ["model.towers.image.grid=7"], None),
+    "4 grid tokens, channels 8-16 (before) instead of flatten 16-32": ("avmnist_fast", [GRID_IMAGE_TOWER], None),
+    "no audio augmentation": ("avmnist_fast", [NO_AUDIO_AUGMENT], None),
+    "no per-utterance normalisation": ("avmnist_fast", ["data.audio.utterance_norm=false"], None),
+    "top_db 80 instead of 40": ("avmnist_fast", ["data.audio.top_db=80"], None),
     "channels_last off": ("avmnist_fast", ["model.towers.image.channels_last=false"], None),
     "batch 64 instead of 128": ("avmnist_fast", ["train.batch_size=64"], None),
     "lr 0.01 instead of 0.02": ("avmnist_fast", ["optimizer.lr=0.01"], None),
-    "3 epochs instead of 4": ("avmnist_fast", ["train.epochs=3"], None),
+    "4 epochs instead of 6": ("avmnist_fast", ["train.epochs=4"], None),
     "1 thread instead of 2": ("avmnist_fast", [], 1),
 }
 

@@ -1,7 +1,7 @@
 """Benchmark: latency of one gloo all-reduce of a model's gradient between torchrun CPU processes, alone,
 to compare with the per-step cost of DDP in bench/scaling.py. Prints the median and p90.
 
-    torchrun --standalone --nproc_per_node=2 bench/allreduce.py --numel 18870
+    torchrun --standalone --nproc_per_node=2 bench/allreduce.py --numel 71982
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--numel", type=int, default=18870, help="float32 values (avmnist_fast: 18,870)")
+    parser.add_argument("--numel", type=int, default=71982, help="float32 values (avmnist_fast: 71,982)")
     parser.add_argument("--repeats", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=50)
     args = parser.parse_args()

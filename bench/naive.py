@@ -52,6 +52,7 @@ class NaiveAVMnist(Dataset):
             n_mels=feats["n_mels"],
         )
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=feats["top_db"])
+        self.utterance_norm = bool(feats.get("utterance_norm", False))
         self.mean = torch.tensor(audio["mean"])[:, None]
         self.std = torch.tensor(audio["std"])[:, None]
 
@@ -64,6 +65,8 @@ class NaiveAVMnist(Dataset):
         wave = self.waves[audio_row][: self.num_samples]
         wave = F.pad(wave, (0, self.num_samples - wave.shape[0]))
         spec = self.to_db(self.mel(wave.unsqueeze(0)))
+        if self.utterance_norm:
+            spec = spec - spec.mean(dim=-1, keepdim=True)
         return self.image_transform(image), (spec - self.mean) / self.std, int(self.labels[i])
 
 

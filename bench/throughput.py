@@ -24,6 +24,7 @@ from dan.engine import trainer as T  # noqa: E402
 
 TARGET_RATIO = 3.0
 TARGET_LOADER_SHARE = 0.05
+INPUT_TOLERANCE = 1e-4
 
 
 def measure(config: str, args: Any) -> dict[str, Any]:
@@ -43,6 +44,9 @@ def measure(config: str, args: Any) -> dict[str, Any]:
     opt = T.build_optimizer(model.parameters(), recipe.cfg.optimizer)
     dataset = naive_dataset(recipe.task.splits["train"])
     worst = inputs_match(recipe.task.splits["train"], dataset)
+    if worst > INPUT_TOLERANCE:
+        sys.exit(f"{config}: the reference loop's inputs differ from dan's by {worst:.3g} (tolerance "
+                 f"{INPUT_TOLERANCE}): bench/naive.py does not build this config's features; extend NaiveAVMnist")
     ref_batches = {w: naive_batches(dataset, batch_size, w, device) for w in args.workers}
     ref_step = naive_step(model, opt)
     windows: dict[str, list[dict[str, float]]] = {
