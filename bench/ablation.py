@@ -55,6 +55,7 @@ def main() -> None:
             device=args.device,
             threads=threads or args.threads,
             target=TARGET,
+            metric="acc",
             overrides=overrides,
         )
         run = timed_run(run_args, seed=0)

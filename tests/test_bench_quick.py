@@ -1,0 +1,26 @@
+"""The time-to-accuracy machinery of bench/ (timed child processes, shared by bench/ablation.py) runs end to end
+on the real data with --quick settings, so an interface change in one script cannot leave another broken."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ablation_quick_times_the_shipped_fast_config(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ablation.json"
+    env = {**os.environ, "DAN_DATA": str(shared_data)}
+    subprocess.run(
+        [sys.executable, "bench/ablation.py", "--quick", "--threads", "1", "--out", str(out)],
+        cwd=REPO, env=env, check=True, timeout=600,
+    )
+    (row,) = json.loads(out.read_text())["variants"]
+    assert row["variant"] == "fast (shipped)"
+    assert row["config"] == "avmnist_fast"
+    assert row["epochs_run"] == 1
+    assert 0.1 < row["final_test_acc"] <= 1.0
