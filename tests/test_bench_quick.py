@@ -24,3 +24,13 @@ def test_ablation_quick_times_the_shipped_fast_config(shared_data: Path, tmp_pat
     assert row["config"] == "avmnist_fast"
     assert row["epochs_run"] == 1
     assert 0.1 < row["final_test_acc"] <= 1.0
+
+
+def test_audio_cnn_ablation_config_is_avmnist_fast_but_for_its_audio_tower() -> None:
+    from omegaconf import OmegaConf
+
+    fast = OmegaConf.to_container(OmegaConf.load(REPO / "recipes" / "configs" / "avmnist_fast.yaml"))
+    variant = OmegaConf.to_container(OmegaConf.load(REPO / "bench" / "configs" / "avmnist_fast_audio_cnn.yaml"))
+    assert variant["model"]["towers"].pop("audio")["name"] == "audio_cnn"
+    assert fast["model"]["towers"].pop("audio")["name"] == "audio_tcn"
+    assert variant == fast
