@@ -11,19 +11,20 @@ speaker's recordings. A speaker recorded over a noise floor has high percentiles
 from __future__ import annotations
 
 import argparse
+import math
 from collections import defaultdict
+from dataclasses import replace
 
 import torch
-import torchaudio
 
-from dan.data.features import FeatureConfig
+from dan.data.features import FeatureConfig, spectrogram_transform
 from dan.data.fsdd import index_recordings, read_wav
 from dan.paths import data_root
 
 
-def levels(wave: torch.Tensor, mel: torch.nn.Module, to_db: torch.nn.Module) -> list[float]:
+def levels(wave: torch.Tensor, front_end: torch.nn.Module) -> list[float]:
     """``wave [T]`` -> [5th percentile, 25th percentile, frame spread], all in dB (percentiles under the peak)."""
-    db = to_db(mel(wave))  # [n_mels, frames]
+    db = front_end(wave)  # [n_mels, frames]
     under_peak = (db - db.max()).flatten()
     frames = db.mean(dim=0)
     return [
@@ -38,13 +39,10 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="data root (default $DAN_DATA)")
     args = parser.parse_args()
     cfg = FeatureConfig()
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels
-    )
-    to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=None)
+    front_end = spectrogram_transform(replace(cfg, top_db=math.inf))  # no floor
     per_speaker: dict[str, list[list[float]]] = defaultdict(list)
     for rec in index_recordings(data_root(args.root)):
-        per_speaker[rec.speaker].append(levels(read_wav(rec.path, cfg.sample_rate), mel, to_db))
+        per_speaker[rec.speaker].append(levels(read_wav(rec.path, cfg.sample_rate), front_end))
     print("| speaker | recordings | 5th percentile, dB under peak | 25th percentile | loudest - quietest frame, dB |")
     print("| --- | --- | --- | --- | --- |")
     for speaker, rows in sorted(per_speaker.items()):

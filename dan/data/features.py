@@ -121,21 +121,27 @@ def add_noise_at_snr(waves: Tensor, snr_db: float, generator: torch.Generator, s
     return waves + noise
 
 
-def compute_features(waves: Tensor, cfg: FeatureConfig, batch_size: int = 512) -> Tensor:
-    """``[N, num_samples]`` waveforms -> ``[N, 1, num_bins, num_frames]`` log-mel or MFCC features."""
+def spectrogram_transform(cfg: FeatureConfig) -> torch.nn.Module:
+    """The front end of ``cfg`` without padding or normalisation: ``[L]`` or ``[n, 1, L]`` waveforms ->
+    ``[num_bins, frames]`` or ``[n, 1, num_bins, frames]`` log-mel or MFCC; a log-mel is clamped ``top_db``
+    under the peak of each recording."""
     if cfg.kind == "logmel":
-        transform: torch.nn.Module = torch.nn.Sequential(
+        return torch.nn.Sequential(
             torchaudio.transforms.MelSpectrogram(
                 sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels
             ),
             torchaudio.transforms.AmplitudeToDB(stype="power", top_db=cfg.top_db),
         )
-    else:
-        transform = torchaudio.transforms.MFCC(
-            sample_rate=cfg.sample_rate,
-            n_mfcc=cfg.n_mfcc,
-            melkwargs={"n_fft": cfg.n_fft, "hop_length": cfg.hop_length, "n_mels": cfg.n_mels},
-        )
+    return torchaudio.transforms.MFCC(
+        sample_rate=cfg.sample_rate,
+        n_mfcc=cfg.n_mfcc,
+        melkwargs={"n_fft": cfg.n_fft, "hop_length": cfg.hop_length, "n_mels": cfg.n_mels},
+    )
+
+
+def compute_features(waves: Tensor, cfg: FeatureConfig, batch_size: int = 512) -> Tensor:
+    """``[N, num_samples]`` waveforms -> ``[N, 1, num_bins, num_frames]`` log-mel or MFCC features."""
+    transform = spectrogram_transform(cfg)
     chunks = []
     with torch.no_grad():
         for start in range(0, waves.shape[0], batch_size):
