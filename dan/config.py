@@ -61,6 +61,16 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class EmaConfig:
+    """``train.ema.*``: validate, checkpoint and test an exponential moving average of the weights with this
+    ``decay`` (0 = off; :mod:`dan.engine.weight_average`), its decay ramped up over the first steps with
+    ``warmup``."""
+
+    decay: float = 0.0
+    warmup: bool = True
+
+
+@dataclass
 class TrainConfig:
     """``train.*``: the loop. ``batch_size`` is the global batch (split across DDP ranks).
 
@@ -84,6 +94,7 @@ class TrainConfig:
     compile: bool = False
     absent_modalities: list[str] = field(default_factory=list)  # model modalities the data may lack entirely
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
 
 
 @dataclass
@@ -343,6 +354,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("grad_clip", "checkpoint_every", "num_threads"):
         _positive(f"train.{key}", getattr(cfg.train, key), strict=False)
     _positive("train.early_stopping.patience", cfg.train.early_stopping.patience, strict=False)
+    _within("train.ema.decay", cfg.train.ema.decay, 0.0, 1.0)
     if not 0.0 < cfg.train.heldout_fraction < 1.0:
         raise ConfigError(f"train.heldout_fraction must lie in (0, 1), got {cfg.train.heldout_fraction}")
     if not 0.0 < cfg.scheduler.pct_start < 1.0:

@@ -30,14 +30,14 @@ RUN = tiny_run(
 )
 
 
-def _kill_after_first_checkpoint(tmp_path: Path) -> Path:
+def _kill_after_first_checkpoint(tmp_path: Path, run: list[str]) -> Path:
     cmd = [
         sys.executable,
         "-m",
         "dan.cli",
         "train",
         "quickstart",
-        *RUN,
+        *run,
         "quiet=true",
         f"output_dir={tmp_path}",
         "run_name=killed",
@@ -56,8 +56,10 @@ def _kill_after_first_checkpoint(tmp_path: Path) -> Path:
     return tmp_path / "killed" / "last.pt"
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
-    last = _kill_after_first_checkpoint(tmp_path)
+@pytest.mark.parametrize("ema", ["0", "0.8"], ids=["plain", "ema"])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, ema: str) -> None:
+    run = [*RUN, f"train.ema.decay={ema}"]
+    last = _kill_after_first_checkpoint(tmp_path, run)
     state = load_checkpoint(last)
     progress = state["progress"]
     assert progress["epoch"] == 0 and 0 < progress["batch"] < 12, progress  # killed mid-epoch
@@ -67,7 +69,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
             [
                 "train",
                 "quickstart",
-                *RUN,
+                *run,
                 "quiet=true",
                 f"output_dir={tmp_path}",
                 "run_name=resumed",
@@ -76,7 +78,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
         )
         == 0
     )
-    assert main(["train", "quickstart", *RUN, "quiet=true", f"output_dir={tmp_path}", "run_name=full"]) == 0
+    assert main(["train", "quickstart", *run, "quiet=true", f"output_dir={tmp_path}", "run_name=full"]) == 0
 
     assert not (tmp_path / "resumed").exists()  # a resumed run continues in its own folder
     resumed = json.loads((tmp_path / "killed" / "results.json").read_text())
@@ -84,9 +86,10 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     assert resumed["history"] == full["history"]
     for key in ("test/acc", "test/loss", "test/acc_image", "test/acc_audio", "best_val", "steps", "epochs"):
         assert resumed["summary"][key] == full["summary"][key], key
-    a = load_checkpoint(tmp_path / "killed" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in b)
+    a, b = load_checkpoint(tmp_path / "killed" / "last.pt"), load_checkpoint(tmp_path / "full" / "last.pt")
+    for weights in ("model", *(["train_model"] if ema != "0" else [])):
+        assert all(torch.equal(a[weights][k], b[weights][k]) for k in b[weights]), weights
+    assert a.get("ema") == b.get("ema")
 
 
 SHORT = tiny_run({"train.epochs": 1})
@@ -122,6 +125,7 @@ def test_resume_may_extend_the_run(tmp_path: Path, capsys: pytest.CaptureFixture
         ("optimizer.name=sgd", "optimizer.name: checkpoint 'adamw', now 'sgd'"),
         ("balancer.name=uncertainty", "balancer.name: checkpoint 'static', now 'uncertainty'"),
         ("model.dim=32", "model.dim: checkpoint 16, now 32"),
+        ("train.ema.decay=0.9", "train.ema.decay: checkpoint 0.0, now 0.9"),
     ],
 )
 def test_resume_names_a_change_it_cannot_make(

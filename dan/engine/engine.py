@@ -8,6 +8,7 @@ recipe supplies a :class:`Task`: its data and model, its step, its validation an
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -29,6 +30,7 @@ from dan.engine import distributed as dist
 from dan.engine import trainer as T
 from dan.engine.resume_check import check_resumable
 from dan.engine.run_folder import RunFolder, claim_run_folder
+from dan.engine.weight_average import WeightAverage, restore_average
 from dan.errors import CheckpointError, ConfigError, describe
 from dan.logging import Logger, NullLogger, build_logger
 from dan.logging.console import clock
@@ -272,6 +274,8 @@ class Engine:
         self.total_steps = self.cfg.train.epochs * len(task.train_batches)
         self.scheduler = T.build_scheduler(self.optimizer, self.cfg.scheduler, self.total_steps)
         self.scaler = T.grad_scaler(self.device, self.amp)
+        ema = self.cfg.train.ema
+        self.average = WeightAverage(self.model, ema.decay, ema.warmup) if ema.decay else None
         info = dict(getattr(task, "checkpoint_info", {}) or {})
         self.logger = build_logger(
             self.cfg.logger,
@@ -327,10 +331,16 @@ class Engine:
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, progress, and what the
-        task records (preprocessing, manifest hash, modalities)."""
+        task records (preprocessing, manifest hash, modalities). With ``train.ema``, ``model`` holds the
+        averaged weights (what evaluation reads) and ``train_model`` the trained ones."""
+        averaged = {
+            "model": self.average.state_dict(),
+            "train_model": self.model.state_dict(),
+            "ema": {"updates": self.average.updates},
+        } if self.average else {"model": self.model.state_dict()}
         return {
             "config": to_dict(self.cfg),
-            "model": self.model.state_dict(),
+            **averaged,
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizer": self.optimizer.state_dict(),
             "module_optimizer": self.module_optimizer.state_dict() if self.module_optimizer else None,
@@ -392,7 +402,8 @@ class Engine:
                 "resume with the checkpoint's own data config"
             )
         changes = check_resumable(path, state.get("config") or {}, to_dict(self.cfg))
-        ckpt.load_model_state(self.model, state["model"], source=str(path))
+        weights = restore_average(self.average, state, path) if self.average else state["model"]
+        ckpt.load_model_state(self.model, weights, source=str(path))
         for k, m in self.modules.items():
             try:
                 m.load_state_dict(state.get("modules", {}).get(k, {}))
@@ -477,6 +488,8 @@ class Engine:
         after_step = getattr(self.task, "after_step", None)  # optional: tasks written before it existed
         if after_step is not None and stepped:
             after_step(self, batch, out)
+        if self.average is not None and stepped:
+            self.average.update(self.model)
         if self.scheduler:
             self.scheduler.step()
         self.meter.update({k: v.detach() for k, v in out.parts.items()}, out.size)
@@ -545,7 +558,8 @@ class Engine:
             self.train_epoch()
             train_losses = self.meter.means()
             self.task.end_epoch(self, train_losses)
-            val = self.task.validate(self)
+            with self.evaluation_weights():
+                val = self.task.validate(self)
             scalars = val.scalars
             if metric_key not in scalars:
                 raise ConfigError(
@@ -568,6 +582,11 @@ class Engine:
                 self.logger.message(
                     f"early stopping: {metric_key} did not improve for {tc.early_stopping.patience} epochs"
                 )
+
+    def evaluation_weights(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which the model holds the weights evaluation reads: the average with ``train.ema``,
+        else its own."""
+        return self.average.swapped_into(self.model) if self.average else contextlib.nullcontext()
 
     def _state_scalars(self) -> dict[str, float]:
         """The learning rate and the task's own scalars (balancer weights) now."""

@@ -48,10 +48,21 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config over the schema's defaults: a key dan gained after the checkpoint was written
+    reads as its default, which is what the run trained with."""
+    from omegaconf import OmegaConf
+
+    from dan.config import RunConfig
+
+    defaults = OmegaConf.to_container(OmegaConf.structured(RunConfig), resolve=True)
+    return OmegaConf.to_container(OmegaConf.merge(defaults, dict(saved)), resolve=True)  # type: ignore[return-value]
+
+
 def check_resumable(path: str, saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """The changes resume supports (see :data:`MAY_CHANGE`); raises CheckpointError naming every other
-    changed key with both values and what to do."""
-    changes = config_changes(saved, current)
+    changed key with both values and what to do. Keys ``saved`` lacks read as the schema's defaults."""
+    changes = config_changes(with_defaults(saved), current)
     refused = {
         k: v for k, v in changes.items()
         if not any(k == m or (m.endswith(".") and k.startswith(m)) for m in MAY_CHANGE)
