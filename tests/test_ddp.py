@@ -22,7 +22,9 @@ TOLERANCE = 0.05
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_agree_with_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema", ["0", "0.8"], ids=["plain", "ema"])  # ema: every rank averages the same weights
+def test_torchrun_two_processes_agree_with_one(tmp_path: Path, ema: str) -> None:
+    run = [*RUN, f"train.ema.decay={ema}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [
         sys.executable,
@@ -33,13 +35,13 @@ def test_torchrun_two_processes_agree_with_one(tmp_path: Path) -> None:
         str(REPO / "recipes" / "fusion.py"),
         "--config",
         "quickstart",
-        *RUN,
+        *run,
         f"output_dir={tmp_path}",
         "run_name=ddp",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert main(["train", "quickstart", *RUN, f"output_dir={tmp_path}", "run_name=single"]) == 0
+    assert main(["train", "quickstart", *run, f"output_dir={tmp_path}", "run_name=single"]) == 0
 
     ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
     single = json.loads((tmp_path / "single" / "results.json").read_text())
