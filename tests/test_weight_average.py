@@ -32,25 +32,21 @@ def _step(net: nn.Module, k: int) -> None:
 def test_the_average_follows_its_formula(warmup: bool) -> None:
     net = _net()
     avg = WeightAverage(net, decay=0.8, warmup=warmup)
-    expected: list[torch.Tensor] | None = None
+    expected: dict[str, torch.Tensor] = {}
     for k in range(1, 6):
         _step(net, k)
         decay = min(0.8, (1 + k - 1) / (10 + k - 1)) if warmup else 0.8
-        now = [t.detach().clone() for t in [*net.parameters(), *net.buffers()]]
-        if expected is None:
-            expected = now  # the first update copies
-        else:
-            expected = [
-                decay * e + (1 - decay) * n if torch.is_floating_point(e) else n  # num_batches_tracked: copied
-                for e, n in zip(expected, now, strict=True)
-            ]
+        now = {name: t.detach().clone() for name, t in net.state_dict().items()}
+        expected = {  # the first update copies; num_batches_tracked (an integer) is copied, not averaged
+            name: decay * expected[name] + (1 - decay) * t if expected and t.is_floating_point() else t
+            for name, t in now.items()
+        }
         avg.update(net)
-    assert expected is not None
-    got = list(avg.state_dict().values())
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected, strict=True):
-        assert g.dtype == e.dtype
-        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6)
+    got = avg.state_dict()
+    assert got.keys() == expected.keys()
+    for name, e in expected.items():
+        assert got[name].dtype == e.dtype, name
+        torch.testing.assert_close(got[name], e, rtol=1e-6, atol=1e-6)
     assert avg.updates == 5
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from dan.config import RunConfig
 from dan.errors import CheckpointError
 
 MAY_CHANGE = (
@@ -51,10 +54,6 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict
 def with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpoint's config over the schema's defaults: a key dan gained after the checkpoint was written
     reads as its default, which is what the run trained with."""
-    from omegaconf import OmegaConf
-
-    from dan.config import RunConfig
-
     defaults = OmegaConf.to_container(OmegaConf.structured(RunConfig), resolve=True)
     return OmegaConf.to_container(OmegaConf.merge(defaults, dict(saved)), resolve=True)  # type: ignore[return-value]
 

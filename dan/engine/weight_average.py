@@ -5,8 +5,8 @@ After each optimizer step every floating-point parameter and buffer (BatchNorm's
 included) moves towards the trained model's: ``ema = decay_t * ema + (1 - decay_t) * weight``, where
 ``decay_t = min(decay, (1 + t) / (10 + t))`` after ``t`` earlier updates with ``warmup`` (the ``num_updates``
 rule of TensorFlow's ``ExponentialMovingAverage``, so the average does not stay dominated by the first
-steps' weights in a short run) and ``decay_t = decay`` without. Integer buffers (BatchNorm's batch counter) are copied. The averaging is
-``torch.optim.swa_utils.AveragedModel``'s.
+steps' weights in a short run) and ``decay_t = decay`` without. Integer buffers (BatchNorm's batch counter)
+are copied. The averaging is ``torch.optim.swa_utils.AveragedModel``'s.
 """
 
 from __future__ import annotations
