@@ -26,7 +26,7 @@ SCHEDULERS = ("onecycle", "cosine", "none")
 LOGGERS = ("none", "console", "wandb")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
-STOP_MODES = ("max", "min")
+STOP_MODES = ("max", "min", "last")
 NONFINITE_INPUTS = ("stop", "skip")
 
 
@@ -52,7 +52,9 @@ class SchedulerConfig:
 
 @dataclass
 class EarlyStoppingConfig:
-    """``train.early_stopping.*``: stop after ``patience`` epochs without improving ``metric`` (0 = off)."""
+    """``train.early_stopping.*``: stop after ``patience`` epochs without improving ``metric`` (0 = off);
+    ``best.pt`` holds the epoch with the best ``metric`` (``mode`` max or min), or the last epoch
+    (``mode: last``: nothing is ranked, for when the validation split cannot rank what the test measures)."""
 
     metric: str = "val/acc"
     mode: str = "max"
@@ -354,6 +356,11 @@ def validate(cfg: DictConfig) -> None:
     for key in ("grad_clip", "checkpoint_every", "num_threads"):
         _positive(f"train.{key}", getattr(cfg.train, key), strict=False)
     _positive("train.early_stopping.patience", cfg.train.early_stopping.patience, strict=False)
+    if cfg.train.early_stopping.mode == "last" and cfg.train.early_stopping.patience:
+        raise ConfigError(
+            "train.early_stopping.mode=last ranks no epoch, so nothing can stop early: set "
+            "train.early_stopping.patience=0, or mode=max or min to stop on the metric"
+        )
     _within("train.ema.decay", cfg.train.ema.decay, 0.0, 1.0)
     if not 0.0 < cfg.train.heldout_fraction < 1.0:
         raise ConfigError(f"train.heldout_fraction must lie in (0, 1), got {cfg.train.heldout_fraction}")
@@ -431,7 +438,7 @@ def check_stop_metric(cfg: DictConfig, metrics: Mapping[str, str | None]) -> Non
     es = cfg.train.early_stopping
     _choice("train.early_stopping.metric", es.metric, list(metrics))
     want = metrics[es.metric]
-    if want is not None and es.mode != want:
+    if want is not None and es.mode not in (want, "last"):
         raise ConfigError(f"train.early_stopping.mode must be {want!r} for {es.metric}")
 
 

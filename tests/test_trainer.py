@@ -14,7 +14,7 @@ import dan.engine.trainer as T
 from dan.cli import main
 from dan.config import load_config
 from dan.data.synthetic import build_synthetic
-from dan.engine.checkpoint import load_checkpoint
+from dan.engine.checkpoint import improves, load_checkpoint
 from dan.engine.recipes import run_config
 from dan.errors import ConfigError
 
@@ -59,6 +59,9 @@ def test_early_stopping() -> None:
     assert again.best == 0.6 and again.bad_epochs == 2
     never = T.EarlyStopping(patience=0, mode="min")
     assert not any(never.step(v) for v in (1.0, 2.0, 3.0))
+    last = T.EarlyStopping(patience=1, mode="last")
+    assert not any(last.step(v) for v in (1.0, 2.0, 0.5)) and last.best == 0.5
+    assert improves(0.1, 0.5, "last") and improves(0.9, 0.5, "last") and not improves(0.9, 0.5, "min")
 
 
 def test_early_stopping_ends_the_run(tmp_path: Path) -> None:
@@ -73,6 +76,28 @@ def test_early_stopping_ends_the_run(tmp_path: Path) -> None:
     assert main(["train", "quickstart", *TINY, *args, f"output_dir={tmp_path}", "run_name=es"]) == 0
     summary = json.loads((tmp_path / "es" / "results.json").read_text())["summary"]
     assert summary["epochs"] < 6  # a learning rate of 1e-9 cannot improve the loss for long
+
+
+def test_mode_last_keeps_the_last_epoch(tmp_path: Path) -> None:
+    args = ["train.epochs=3", "train.early_stopping.metric=val/loss", "train.early_stopping.mode=last"]
+    assert main(["train", "quickstart", *TINY, *args, f"output_dir={tmp_path}", "run_name=last"]) == 0
+    run = tmp_path / "last"
+    summary = json.loads((run / "results.json").read_text())["summary"]
+    assert summary["best_epoch"] == 3 and summary["epochs"] == 3
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val_loss = [e["val/loss"] for e in history if "val/loss" in e]
+    assert summary["best_val"] == val_loss[-1]
+    best, last = load_checkpoint(run / "best.pt")["model"], load_checkpoint(run / "last.pt")["model"]
+    assert all(torch.equal(best[k], last[k]) for k in last)
+
+
+def test_mode_last_refuses_patience(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train.early_stopping.mode=last", "train.early_stopping.patience=2", f"output_dir={tmp_path}"]
+    assert main(["train", "quickstart", *TINY, *args]) == 2
+    assert "set train.early_stopping.patience=0, or mode=max or min" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # refused before a run folder was claimed
+    fixed = [*args, "train.early_stopping.patience=0", "train.epochs=1", "run_name=fixed"]
+    assert main(["train", "quickstart", *TINY, *fixed]) == 0
 
 
 def test_clip_gradients() -> None:

@@ -243,8 +243,8 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 def improves(value: float, best: float | None, mode: str) -> bool:
     """Whether ``value`` strictly beats ``best`` (None: nothing yet) in ``mode`` ``max`` or ``min``: the rule
-    that decides which checkpoint is ``best.pt``."""
-    if best is None:
+    that decides which checkpoint is ``best.pt``. In ``mode`` ``last`` every epoch does."""
+    if best is None or mode == "last":
         return True
     return value > best if mode == "max" else value < best
 

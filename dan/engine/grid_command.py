@@ -74,18 +74,32 @@ def run_cell(
     return {
         "cell": cell,
         "machine": record.get("machine"),
+        "best_metric": record["config"]["train"]["early_stopping"]["metric"],
         **{
             k: v for k, v in summary.items() if k.startswith(("test/", "best_val", "epochs", "train_seconds"))
         },
     }
 
 
+def metric_cell(name: str | None, value: float | None) -> str:
+    """A validation metric for a table: accuracies and AUCs in percent, anything else (a loss, an EER
+    threshold) as it is; ``name (value)`` when ``name`` is given."""
+    if value is None:
+        return "—"
+    text = f"{100 * value:.2f}" if name and name.split("/")[-1].startswith(("acc", "auc")) else f"{value:.4f}"
+    return f"{name} {text}" if name else text
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table: one row per cell, test accuracy of the fused head and each modality head."""
+    """Markdown table: one row per cell, test accuracy of the fused head and each modality head, then the
+    value of ``train.early_stopping.metric`` that chose ``best.pt`` (named in the header when every cell
+    ranks by the same metric, else in each cell)."""
     keys = list(rows[0]["cell"])
     heads = sorted({k for r in rows for k in r if k.startswith("test/acc")})
+    metrics = {r.get("best_metric") for r in rows if "failed" not in r}
+    shared = metrics.pop() if len(metrics) == 1 else None
     lines = [
-        "| " + " | ".join([*keys, *heads, "best val acc", "train s"]) + " |",
+        "| " + " | ".join([*keys, *heads, f"best.pt {shared or 'metric'}", "train s"]) + " |",
         "| " + " | ".join(["---"] * (len(keys) + len(heads) + 2)) + " |",
     ]
     for r in rows:
@@ -96,7 +110,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 [
                     *r["cell"].values(),
                     *accs,
-                    f"{100 * (r.get('best_val') or 0):.2f}",
+                    metric_cell(None if shared else r.get("best_metric"), r.get("best_val")),
                     str(round(r.get("train_seconds", 0))),
                 ]
             )

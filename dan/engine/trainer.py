@@ -230,7 +230,8 @@ def split_heldout(split: Split, fraction: float, seed: int) -> tuple[Split, Spli
 
 
 class EarlyStopping:
-    """Stop after ``patience`` epochs without ``min_delta`` improvement of a metric (patience 0 = never)."""
+    """Stop after ``patience`` epochs without ``min_delta`` improvement of a metric (patience 0 = never; in
+    ``mode`` ``last`` every epoch counts as an improvement)."""
 
     def __init__(self, patience: int, mode: str = "max", min_delta: float = 0.0) -> None:
         self.patience, self.mode, self.min_delta = patience, mode, min_delta
@@ -241,6 +242,7 @@ class EarlyStopping:
         """Record an epoch's metric; True when training should stop."""
         better = (
             self.best is None
+            or self.mode == "last"
             or (self.mode == "max" and value > self.best + self.min_delta)
             or (self.mode == "min" and value < self.best - self.min_delta)
         )
