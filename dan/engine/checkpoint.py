@@ -241,12 +241,13 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def improves(value: float, best: float | None, mode: str) -> bool:
-    """Whether ``value`` strictly beats ``best`` (None: nothing yet) in ``mode`` ``max`` or ``min``: the rule
-    that decides which checkpoint is ``best.pt``. In ``mode`` ``last`` every epoch does."""
+def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether ``value`` beats ``best`` (None: nothing yet) by more than ``min_delta`` in ``mode`` ``max`` or
+    ``min``: the rule that decides which checkpoint is ``best.pt`` and when early stopping counts an epoch
+    as an improvement. In ``mode`` ``last`` every epoch does."""
     if best is None or mode == "last":
         return True
-    return value > best if mode == "max" else value < best
+    return value > best + min_delta if mode == "max" else value < best - min_delta
 
 
 class CheckpointManager:

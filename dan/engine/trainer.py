@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from dan.config import OPTIMIZERS, SCHEDULERS
 from dan.data.dataset import Split
 from dan.data.pairing import split_generator
+from dan.engine.checkpoint import improves
 from dan.engine.distributed import all_reduce_sum
 from dan.errors import ConfigError, DanError
 from dan.losses.masked import masked_cross_entropy
@@ -230,8 +231,8 @@ def split_heldout(split: Split, fraction: float, seed: int) -> tuple[Split, Spli
 
 
 class EarlyStopping:
-    """Stop after ``patience`` epochs without ``min_delta`` improvement of a metric (patience 0 = never; in
-    ``mode`` ``last`` every epoch counts as an improvement)."""
+    """Stop after ``patience`` epochs without ``min_delta`` improvement of a metric (patience 0 = never), by
+    :func:`dan.engine.checkpoint.improves`."""
 
     def __init__(self, patience: int, mode: str = "max", min_delta: float = 0.0) -> None:
         self.patience, self.mode, self.min_delta = patience, mode, min_delta
@@ -240,13 +241,7 @@ class EarlyStopping:
 
     def step(self, value: float) -> bool:
         """Record an epoch's metric; True when training should stop."""
-        better = (
-            self.best is None
-            or self.mode == "last"
-            or (self.mode == "max" and value > self.best + self.min_delta)
-            or (self.mode == "min" and value < self.best - self.min_delta)
-        )
-        if better:
+        if improves(value, self.best, self.mode, self.min_delta):
             self.best, self.bad_epochs = value, 0
         else:
             self.bad_epochs += 1
