@@ -81,13 +81,19 @@ def run_cell(
     }
 
 
-def metric_cell(name: str | None, value: float | None) -> str:
-    """A validation metric for a table: accuracies and AUCs in percent, anything else (a loss, an EER
-    threshold) as it is; ``name (value)`` when ``name`` is given."""
+def metric_text(name: str, value: float | None) -> str:
+    """The value of validation metric ``name`` for a table: accuracies and AUCs in percent, anything else
+    (a loss, an EER) as it is."""
     if value is None:
         return "—"
-    text = f"{100 * value:.2f}" if name and name.split("/")[-1].startswith(("acc", "auc")) else f"{value:.4f}"
-    return f"{name} {text}" if name else text
+    return f"{100 * value:.2f}" if name.split("/")[-1].startswith(("acc", "auc")) else f"{value:.4f}"
+
+
+def best_cell(row: dict[str, Any], named: bool) -> str:
+    """A row's ``best.pt`` metric value, preceded by the metric's name when ``named``."""
+    name = row.get("best_metric") or "metric"
+    text = metric_text(name, row.get("best_val"))
+    return f"{name} {text}" if named else text
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -110,7 +116,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 [
                     *r["cell"].values(),
                     *accs,
-                    metric_cell(None if shared else r.get("best_metric"), r.get("best_val")),
+                    best_cell(r, named=shared is None),
                     str(round(r.get("train_seconds", 0))),
                 ]
             )
