@@ -62,3 +62,34 @@ def test_leave_one_speaker_out(tmp_path: Path, capsys) -> None:  # type: ignore[
     assert main(["cv", str(tmp_path / "tab.yaml"), "--seeds", "0,1", "--out", str(out)]) == 0
     assert json.loads((out / "cv.json").read_text())["summary"] == report["summary"]
     assert (out / "cv.json").stat().st_mtime_ns >= stamp
+
+
+def test_groups_split_a_sweep(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``--groups`` runs the named folds only; a later call without it trains the rest and reads all back."""
+    g = torch.Generator().manual_seed(1)
+    lines = ["a,b,c,label,speaker"]
+    for i in range(60):
+        x = torch.randn(3, generator=g)
+        lines.append(f"{x[0]:.4f},{x[1]:.4f},{x[2]:.4f},{'xyz'[i % 3]},spk{i % 3}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    config = CONFIG.replace("m.csv", str(tmp_path / "m.csv")).replace("epochs: 10", "epochs: 1")
+    (tmp_path / "tab.yaml").write_text(config)
+    out = tmp_path / "cv"
+    assert main(["cv", str(tmp_path / "tab.yaml"), "--groups", "spk2, spk0", "--out", str(out)]) == 0
+    assert sorted(r["heldout"] for r in json.loads((out / "cv.json").read_text())["runs"]["tab"]) == ["spk0", "spk2"]
+    assert not (out / "tab__heldout-spk1__seed-0").exists()
+    stamp = (out / "tab__heldout-spk0__seed-0" / "results.json").stat().st_mtime_ns
+    assert main(["cv", str(tmp_path / "tab.yaml"), "--out", str(out)]) == 0
+    assert sorted(r["heldout"] for r in json.loads((out / "cv.json").read_text())["runs"]["tab"]) == ["spk0", "spk1", "spk2"]
+    assert (out / "tab__heldout-spk0__seed-0" / "results.json").stat().st_mtime_ns == stamp  # read back, not re-run
+    capsys.readouterr()
+
+
+def test_unknown_group_names_the_ones_held(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    lines = ["a,b,c,label,speaker"] + [f"0,0,0,{'xyz'[i % 3]},spk{i % 2}" for i in range(12)]
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "tab.yaml").write_text(CONFIG.replace("m.csv", str(tmp_path / "m.csv")))
+    assert main(["cv", str(tmp_path / "tab.yaml"), "--groups", "spk7", "--out", str(tmp_path / "cv")]) != 0
+    err = capsys.readouterr().err
+    assert "--groups 'spk7'" in err and "spk0, spk1" in err and "--groups spk0,spk1" in err
+    assert not (tmp_path / "cv").exists() or not any((tmp_path / "cv").iterdir())

@@ -6,7 +6,9 @@ each head's, and writes every run's figures to ``DIR/cv.json``.
 
     dan cv avmnist_concat_offline image_only audio_only --seeds 0,1,2 --out runs/loso
 
-Runs whose ``results.json`` exists are read, not re-run, so an interrupted sweep continues.
+Runs whose ``results.json`` exists are read, not re-run, so an interrupted sweep continues. ``--groups``
+runs some folds only, so that one sweep can be split between processes or machines sharing ``--out``; a last
+call without it reads every fold back into one table.
 """
 
 from __future__ import annotations
@@ -36,6 +38,21 @@ def folds(config: str, fixed: list[str]) -> dict[str, list[str]]:
     return {g: [f"data.{k}={json.dumps(v)}" for k, v in changes.items()] for g, changes in group_folds().items()}
 
 
+def select(available: dict[str, list[str]], groups: str | None) -> dict[str, list[str]]:
+    """The folds of ``available`` named in the comma-separated ``groups`` (all of them when None), in the
+    order the dataset gives; an unknown group raises a ConfigError listing the ones the data root holds."""
+    if groups is None:
+        return available
+    wanted = [g.strip() for g in groups.split(",") if g.strip()]
+    unknown = [g for g in wanted if g not in available]
+    if unknown or not wanted:
+        raise ConfigError(
+            f"--groups {groups!r}: no such group {', '.join(unknown) or '(empty)'}; the data root holds "
+            f"{', '.join(available)}; e.g. --groups {','.join(list(available)[:2])}"
+        )
+    return {g: o for g, o in available.items() if g in wanted}
+
+
 def mean_std(values: list[float]) -> dict[str, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
@@ -59,10 +76,11 @@ def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``CONFIG ...``, ``--seeds``, ``--set key=value`` (repeatable), ``--out DIR``."""
+    """``CONFIG ...``, ``--seeds``, ``--set key=value`` (repeatable), ``--groups``, ``--out DIR``."""
     parser.add_argument("configs", nargs="+", help="config files or shipped config names")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     parser.add_argument("--set", action="append", default=[], help="key=value applied to every run")
+    parser.add_argument("--groups", default=None, help="comma-separated held-out groups to run (default: all)")
     parser.add_argument("--out", type=Path, required=True, help="folder of the runs and cv.json")
 
 
@@ -73,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, list[dict[str, Any]]] = {}
     for config in args.configs:
         stem = Path(config).stem
-        for group, overrides in folds(config, args.set).items():
+        for group, overrides in select(folds(config, args.set), args.groups).items():
             for seed in seeds:
                 name = f"{stem}__heldout-{group}__seed-{seed}"
                 row = run_cell(config, {"seed": seed}, [*args.set, *overrides], args.out, name)
