@@ -35,6 +35,11 @@ NOTES = {
         "equal the cached tensors (max abs diff in the JSON). The waveforms are decoded once and kept in memory, "
         "so the reference is, if anything, faster than the tutorials it stands for."
     ),
+    "memory_format": (
+        "The recipe's whole training step (forward, backward, AdamW, scheduler) with one tower's convolution "
+        "feature maps stored channels-last against contiguous NCHW, both from the same weights; the logits of "
+        "the two layouts on one batch agree to the difference shown."
+    ),
     "flops": (
         "FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` over one training step (forward and "
         "backward; matmuls and convolutions only). The step time includes the optimizer and the loader. The "
@@ -393,6 +398,21 @@ def sec_ablation(res: dict[str, Any]) -> str:
     return table(res["variants"])
 
 
+def sec_memory_format(res: dict[str, Any]) -> str:
+    rows = [
+        {
+            "config:tower": x["case"],
+            "batch": x["batch_size"],
+            "contiguous step ms": x["step_ms"]["contiguous"],
+            "channels-last step ms": x["step_ms"]["channels_last"],
+            "speed-up": x["speedup"],
+            "logits max abs diff": x["logits_max_abs_diff"],
+        }
+        for x in res["results"]
+    ]
+    return f"threads: {res['threads']}, {res['steps']} steps per window, median of {res['repeats']} windows\n\n" + table(rows)
+
+
 def sec_busy_machine(res: dict[str, Any]) -> str:
     return table(res["rows"])
 
@@ -408,6 +428,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("time_to_accuracy_acc_image", "Time to 99.5% image accuracy against a plain CNN", sec_tta),
     ("ablation", "Fast config: what each choice buys", sec_ablation),
     ("throughput", "Training throughput vs a plain PyTorch loop", sec_throughput),
+    ("memory_format", "Channels-last feature maps", sec_memory_format),
     ("flops", "Compute efficiency", sec_flops),
     ("inference", "Inference", sec_inference),
     ("scaling", "Scaling", sec_scaling),

@@ -12,6 +12,7 @@ DEV=("$@")
 "$PY" bench/time_to_accuracy.py --repeats 3 --full "${DEV[@]}"
 "$PY" bench/ablation.py "${DEV[@]}"
 "$PY" bench/throughput.py "${DEV[@]}"
+"$PY" bench/memory_format.py "${DEV[@]}"
 "$PY" bench/flops.py "${DEV[@]}"
 "$PY" bench/inference.py "${DEV[@]}"
 "$PY" bench/scaling.py "${DEV[@]}"

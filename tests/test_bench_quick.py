@@ -1,5 +1,6 @@
-"""The time-to-accuracy machinery of bench/ (timed child processes, shared by bench/ablation.py) runs end to end
-on the real data with --quick settings, so an interface change in one script cannot leave another broken."""
+"""The time-to-accuracy machinery of bench/ (timed child processes, shared by bench/ablation.py) and the
+memory-format benchmark run end to end on the real data with --quick settings, so an interface change in one
+script cannot leave another broken."""
 
 from __future__ import annotations
 
@@ -34,3 +35,17 @@ def test_audio_cnn_ablation_config_is_avmnist_fast_but_for_its_audio_tower() -> 
     assert variant["model"]["towers"].pop("audio")["name"] == "audio_cnn"
     assert fast["model"]["towers"].pop("audio")["name"] == "audio_tcn"
     assert variant == fast
+
+
+def test_memory_format_quick_compares_layouts_from_the_same_weights(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "memory_format.json"
+    env = {**os.environ, "DAN_DATA": str(shared_data)}
+    subprocess.run(
+        [sys.executable, "bench/memory_format.py", "--quick", "--threads", "1", "--out", str(out)],
+        cwd=REPO, env=env, check=True, timeout=600,
+    )
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["case"] == "audio_only:audio" and row["batch_size"] == 16
+    assert row["logits_max_abs_diff"] < 1e-4
+    assert row["step_ms"]["contiguous"] > 0 and row["step_ms"]["channels_last"] > 0
+    assert row["speedup"] == row["step_ms"]["contiguous"] / row["step_ms"]["channels_last"]
