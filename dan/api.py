@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from dan.data.readers import Reader, modality_specs, reader_from_spec
 from dan.engine.checkpoint import load_checkpoint, load_model_state
+from dan.engine.test_time import with_tta
 from dan.errors import CheckpointError, DataFormatError, describe
 from dan.models import DANOutput, build_model
 
@@ -83,11 +84,13 @@ class LoadedModel(nn.Module):
         self.checkpoint = path
         self.manifest_hash = manifest_hash
         self.modalities = list(model.modalities)
+        self.tta = dict(dict(config.get("eval") or {}).get("tta") or {})  # eval.tta: test-time views
         self.eval()
 
     def forward(self, batch: Mapping[str, Tensor]) -> DANOutput:
-        """``{m: normalised input [B, ...]}`` -> :class:`DANOutput`."""
-        return self.model(batch)
+        """``{m: normalised input [B, ...]}`` -> :class:`DANOutput`, averaged over the config's ``eval.tta``
+        views when it has any (:mod:`dan.engine.test_time`)."""
+        return with_tta(self.model, self.tta)(batch)
 
     @torch.no_grad()
     def predict(
@@ -114,7 +117,7 @@ class LoadedModel(nn.Module):
             raise DataFormatError(f"give at least one input the model takes: {', '.join(self.modalities)}")
         device = next(self.model.parameters()).device
         batch = {m: self.preprocessing(m, v).to(device) for m, v in given.items()}
-        out = self.model(batch)
+        out = self(batch)
         probs = out.logits.float().softmax(-1)[0]
         per = {m: lg.float().softmax(-1)[0] for m, lg in out.modality_logits.items()}
         return {

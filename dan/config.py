@@ -119,6 +119,7 @@ class EvalConfig:
 
     split: str = "test"
     noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0])
+    tta: dict[str, Any] = field(default_factory=dict)  # test-time views per modality (dan.engine.test_time)
 
 
 @dataclass
@@ -374,6 +375,9 @@ def validate(cfg: DictConfig) -> None:
     from dan.data.augment import build_augment
 
     build_augment(to_dict(cfg.augment))
+    from dan.engine.test_time import check_tta
+
+    check_tta(to_dict(cfg.eval.tta))
     own_check = _recipe_check(cfg.recipe)
     if own_check is not None:
         own_check(cfg)

@@ -22,6 +22,7 @@ from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs, check_num_classes
 from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
 from dan.engine.evaluate import contributions, evaluate, head_losses_mean, misclassified, robustness
+from dan.engine.test_time import with_tta
 from dan.engine.trainer import head_losses, split_heldout, to_device
 from dan.errors import ConfigError
 from dan.logging.plots import plot_classification_report
@@ -118,17 +119,18 @@ class FusionTask(BaseTask):
 
     def test(self, engine: Engine) -> dict[str, Any]:
         split, cfg = self.cfg.eval.split, self.cfg
+        model = with_tta(engine.wrapped, to_dict(cfg.eval.tta))
         test = evaluate(
-            engine.wrapped, engine.loader(self.splits[split]), self.model.num_classes, self.modalities,
+            model, engine.loader(self.splits[split]), self.model.num_classes, self.modalities,
             engine.device, amp=engine.amp,
         )
         present = [m for m in self.modalities if m in self.splits[split].modalities]
         robust = robustness(
-            engine.wrapped, lambda: engine.loader(self.splits[split]), self.model.num_classes, present,
+            model, lambda: engine.loader(self.splits[split]), self.model.num_classes, present,
             engine.device, list(cfg.eval.noise_levels), seed=cfg.seed,
         )
         shares = contributions(
-            engine.wrapped, lambda: engine.loader(self.splits[split]), self.model.num_classes, present,
+            model, lambda: engine.loader(self.splits[split]), self.model.num_classes, present,
             engine.device, full_acc=test.acc, without=robust["without"], amp=engine.amp,
         )
         scalars = {**test.scalars(split), **{f"{split}/{k}": v for k, v in shares.items()}}

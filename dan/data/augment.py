@@ -80,17 +80,26 @@ def warp_spectrograms(x: Tensor, freq_warp: float = 0.0, time_stretch: float = 0
     every formant by one factor), the time axis by one from [1 - time_stretch, 1 + time_stretch] about the first
     frame (speaking rate; the feature-space counterpart of speed perturbation), then shifted by up to
     ``time_shift`` frames either way (onset). Edges repeat the border bins. Draws from torch's seeded global RNG."""
-    b, _, _, t = x.shape
+    b = x.shape[0]
     if not (freq_warp or time_stretch or time_shift):
         return x
 
     def draw(scale: float) -> Tensor:
         return (torch.rand(b) * 2 - 1) * scale
 
-    a, s = 1 + draw(freq_warp), 1 + draw(time_stretch)
-    d = draw(time_shift) * 2 / max(t - 1, 1)
+    return scale_axes(x, 1 + draw(freq_warp), 1 + draw(time_stretch), draw(time_shift))
+
+
+def scale_axes(x: Tensor, freq: Tensor, time: Tensor, shift: Tensor | None = None) -> Tensor:
+    """Features ``x [B, C, F, T]`` (same shape) with sample ``i``'s frequency axis scaled by ``freq[i]`` about
+    the lowest band, its time axis by ``time[i]`` about the first frame, then shifted by ``shift[i]`` frames
+    (``freq``, ``time``, ``shift``: ``[B]``); bilinear, edges repeat the border bins."""
+    b, _, _, t = x.shape
+    d = torch.zeros(b) if shift is None else shift * 2 / max(t - 1, 1)
     zero = torch.zeros(b)
-    theta = torch.stack([torch.stack([1 / s, zero, 1 / s - 1 - d], 1), torch.stack([zero, 1 / a, 1 / a - 1], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([1 / time, zero, 1 / time - 1 - d], 1), torch.stack([zero, 1 / freq, 1 / freq - 1], 1)], 1
+    )
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=True)
     return F.grid_sample(x, grid, align_corners=True, padding_mode="border")
 

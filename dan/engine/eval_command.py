@@ -15,6 +15,7 @@ from dan.config import from_dict, merge, to_dict, validate
 from dan.data import TensorBatchLoader, build_data
 from dan.engine.distributed import select_device
 from dan.engine.evaluate import contributions, evaluate, robustness
+from dan.engine.test_time import with_tta
 from dan.errors import ConfigError
 from dan.logging.plots import plot_classification_report
 
@@ -49,7 +50,8 @@ def evaluate_checkpoint(
     cfg = merge(to_dict(from_dict(loaded.config)), overrides)
     validate(cfg)
     device = select_device(cfg.device)
-    model = loaded.model.to(device)
+    num_classes = loaded.model.num_classes
+    model = with_tta(loaded.model.to(device), to_dict(cfg.eval.tta))
     split_name = cfg.eval.split
     # the checkpoint's own normalisation, never statistics refitted on the new data
     splits = build_data(to_dict(cfg.data), preprocessing=loaded.preprocessing.spec, only=[split_name])
@@ -61,10 +63,10 @@ def evaluate_checkpoint(
         return TensorBatchLoader(split, cfg.train.eval_batch_size, shuffle=False)
 
     mods = loaded.modalities
-    result = evaluate(model, batches(), model.num_classes, mods, device)
+    result = evaluate(model, batches(), num_classes, mods, device)
     present = [m for m in mods if m in split.modalities]
     robust = robustness(
-        model, batches, model.num_classes, present, device, list(cfg.eval.noise_levels), seed=cfg.seed
+        model, batches, num_classes, present, device, list(cfg.eval.noise_levels), seed=cfg.seed
     )
     report = {
         "checkpoint": str(checkpoint),
@@ -72,10 +74,11 @@ def evaluate_checkpoint(
         "data_source": split.source,
         "manifest_hash": split.manifest_hash,
         "trained_on_manifest": loaded.manifest_hash,
+        "tta": to_dict(cfg.eval.tta),
         **result.to_dict(),
         "acc_without": robust["without"],
         "contributions": contributions(
-            model, batches, model.num_classes, present, device, full_acc=result.acc, without=robust["without"]
+            model, batches, num_classes, present, device, full_acc=result.acc, without=robust["without"]
         ),
         "noise": robust["noise"],
     }
