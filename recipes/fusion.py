@@ -22,7 +22,7 @@ from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs, check_num_classes
 from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
 from dan.engine.evaluate import contributions, evaluate, head_losses_mean, misclassified, robustness
-from dan.engine.test_time import with_tta
+from dan.engine.test_time import check_tta_inputs, with_tta
 from dan.engine.trainer import head_losses, split_heldout, to_device
 from dan.errors import ConfigError
 from dan.logging.plots import plot_classification_report
@@ -59,6 +59,7 @@ class FusionTask(BaseTask):
         self.val_batches = engine.loader(self.splits["val"])
         self.augment = build_augment(to_dict(cfg.augment))
         self.checkpoint_info = checkpoint_record(train, self.modalities)
+        check_tta_inputs(to_dict(cfg.eval.tta), self.splits.get(cfg.eval.split), self.modalities)
 
     def training_step(self, engine: Engine, batch: dict[str, Any]) -> StepOutput:
         batch = self.augment(batch)

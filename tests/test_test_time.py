@@ -96,3 +96,36 @@ def test_scale_axes_identity_and_the_random_warp_unchanged() -> None:
     torch.manual_seed(0)
     a, s, d = 1 + (torch.rand(3) * 2 - 1) * 0.1, 1 + (torch.rand(3) * 2 - 1) * 0.1, (torch.rand(3) * 2 - 1) * 4
     assert torch.equal(warped, scale_axes(x, a, s, d))
+
+
+def test_tta_on_a_tower_without_a_frequency_axis_is_refused_before_training(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    lines = ["a,b,c,label"] + [f"{i % 3},0,1,{'xyz'[i % 3]}" for i in range(30)]
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    config = f"""
+recipe: fusion
+logger: none
+data:
+  name: manifest
+  path: {tmp_path / "m.csv"}
+  val_fraction: 0.2
+  test_fraction: 0.2
+  modalities:
+    tab: {{reader: columns, columns: [a, b, c]}}
+model:
+  num_classes: 3
+  dim: 8
+  towers:
+    tab: {{name: vector_mlp, features: 3, hidden: 8}}
+train: {{epochs: 1, batch_size: 8, num_threads: 1}}
+"""
+    (tmp_path / "tab.yaml").write_text(config)
+    base = ["train", str(tmp_path / "tab.yaml"), f"output_dir={tmp_path / 'runs'}", "run_name=r"]
+    assert main([*base, "eval.tta={tab: {freq_warp: [0.9, 1.0]}}"]) != 0
+    err = capsys.readouterr().err
+    assert "eval.tta.tab scales the frequency axis of [C, F, T] inputs; tab samples are [3]" in err
+    assert "drop it with eval.tta.tab=null" in err
+    assert not (tmp_path / "runs" / "r" / "last.pt").exists()  # refused before any training
+    assert main([*base, "eval.tta={audio: {freq_warp: [0.9, 1.0]}}"]) != 0
+    assert "eval.tta.audio: the model has no audio tower (towers: tab); drop it with eval.tta.audio=null" in capsys.readouterr().err
+    # the printed fix, pasted
+    assert main([*base, "eval.tta={tab: {freq_warp: [0.9, 1.0]}}", "eval.tta.tab=null", "overwrite=true"]) == 0

@@ -50,6 +50,24 @@ def check_tta(cfg: Mapping[str, Any] | None) -> dict[str, list[float]]:
     return factors
 
 
+def check_tta_inputs(cfg: Mapping[str, Any] | None, split: Any, modalities: Sequence[str]) -> None:
+    """Before training: every ``eval.tta`` modality is one of the model's ``modalities`` and ``split``'s
+    samples of it (``split`` None: unchecked) are ``[C, F, T]``; a ConfigError names the key and how to drop it otherwise."""
+    for m in check_tta(cfg):
+        if m not in modalities:
+            raise ConfigError(
+                f"eval.tta.{m}: the model has no {m} tower (towers: {', '.join(modalities)}); "
+                f"drop it with eval.tta.{m}=null"
+            )
+        if split is not None and m in split.modalities:
+            shape = list(split.batch(torch.arange(1))[m].shape[1:])
+            if len(shape) != 3:
+                raise ConfigError(
+                    f"eval.tta.{m} scales the frequency axis of [C, F, T] inputs; {m} samples are {shape}: "
+                    f"drop it with eval.tta.{m}=null"
+                )
+
+
 def views(factors: Mapping[str, Sequence[float]]) -> list[Transform]:
     """One batch transform per combination of the modalities' factors (``[B, C, F, T]`` inputs)."""
     names = list(factors)
