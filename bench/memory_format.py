@@ -57,17 +57,14 @@ def measure(case: str, args: Any) -> dict[str, Any]:
             windows[layout].append(
                 common.time_steps(recipes[layout].optimise, batches[layout], args.steps, args.warmup, args.device)
             )
-    step_ms = {
-        layout: 1000 * common.median([w["seconds"] / w["steps"] for w in wins]) for layout, wins in windows.items()
-    }
+    runs = {layout: [1000 * w["seconds"] / w["steps"] for w in wins] for layout, wins in windows.items()}
+    step_ms = {layout: common.median(ms) for layout, ms in runs.items()}
     return {
         "case": case,
         "batch_size": recipes["contiguous"].task.train_batches.batch_size,
         "logits_max_abs_diff": gap,
         "step_ms": step_ms,
-        "step_ms_runs": {
-            layout: [1000 * w["seconds"] / w["steps"] for w in wins] for layout, wins in windows.items()
-        },
+        "step_ms_runs": runs,
         "speedup": step_ms["contiguous"] / step_ms["channels_last"],
     }
 

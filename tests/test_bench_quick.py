@@ -13,14 +13,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_ablation_quick_times_the_shipped_fast_config(shared_data: Path, tmp_path: Path) -> None:
-    out = tmp_path / "ablation.json"
+def run_quick(script: str, shared_data: Path, out: Path) -> dict:
+    """Run ``bench/<script>`` with --quick on one thread on the real data; its result JSON."""
     env = {**os.environ, "DAN_DATA": str(shared_data)}
     subprocess.run(
-        [sys.executable, "bench/ablation.py", "--quick", "--threads", "1", "--out", str(out)],
+        [sys.executable, f"bench/{script}", "--quick", "--threads", "1", "--out", str(out)],
         cwd=REPO, env=env, check=True, timeout=600,
     )
-    (row,) = json.loads(out.read_text())["variants"]
+    return json.loads(out.read_text())
+
+
+def test_ablation_quick_times_the_shipped_fast_config(shared_data: Path, tmp_path: Path) -> None:
+    (row,) = run_quick("ablation.py", shared_data, tmp_path / "ablation.json")["variants"]
     assert row["variant"] == "fast (shipped)"
     assert row["config"] == "avmnist_fast"
     assert row["epochs_run"] == 1
@@ -38,13 +42,7 @@ def test_audio_cnn_ablation_config_is_avmnist_fast_but_for_its_audio_tower() -> 
 
 
 def test_memory_format_quick_compares_layouts_from_the_same_weights(shared_data: Path, tmp_path: Path) -> None:
-    out = tmp_path / "memory_format.json"
-    env = {**os.environ, "DAN_DATA": str(shared_data)}
-    subprocess.run(
-        [sys.executable, "bench/memory_format.py", "--quick", "--threads", "1", "--out", str(out)],
-        cwd=REPO, env=env, check=True, timeout=600,
-    )
-    (row,) = json.loads(out.read_text())["results"]
+    (row,) = run_quick("memory_format.py", shared_data, tmp_path / "memory_format.json")["results"]
     assert row["case"] == "audio_only:audio" and row["batch_size"] == 16
     assert row["logits_max_abs_diff"] < 1e-4
     assert row["step_ms"]["contiguous"] > 0 and row["step_ms"]["channels_last"] > 0

@@ -129,3 +129,12 @@ train: {{epochs: 1, batch_size: 8, num_threads: 1}}
     assert "eval.tta.audio: the model has no audio tower (towers: tab); drop it with eval.tta.audio=null" in capsys.readouterr().err
     # the printed fix, pasted
     assert main([*base, "eval.tta={tab: {freq_warp: [0.9, 1.0]}}", "eval.tta.tab=null", "overwrite=true"]) == 0
+
+
+def test_a_view_of_a_batch_without_a_frequency_axis_names_the_fix() -> None:
+    """``dan eval`` and ``dan.load`` meet the batch only at the test: the same error there."""
+    from dan.engine.test_time import views
+
+    (view,) = views({"tab": [0.9]})
+    with pytest.raises(ConfigError, match=r"eval.tta.tab scales .*; tab batches are \[2, 3\]: drop it with eval.tta.tab=null"):
+        view({"tab": torch.zeros(2, 3)})

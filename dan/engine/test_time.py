@@ -50,6 +50,11 @@ def check_tta(cfg: Mapping[str, Any] | None) -> dict[str, list[float]]:
     return factors
 
 
+def no_frequency_axis(m: str, found: str) -> ConfigError:
+    """The error for ``eval.tta.<m>`` on inputs without a ``[C, F, T]`` layout, with the override that drops it."""
+    return ConfigError(f"eval.tta.{m} scales the frequency axis of [C, F, T] inputs; {found}: drop it with eval.tta.{m}=null")
+
+
 def check_tta_inputs(cfg: Mapping[str, Any] | None, split: Any, modalities: Sequence[str]) -> None:
     """Before training: every ``eval.tta`` modality is one of the model's ``modalities`` and ``split``'s
     samples of it (``split`` None: unchecked) are ``[C, F, T]``; a ConfigError names the key and how to drop it otherwise."""
@@ -62,10 +67,7 @@ def check_tta_inputs(cfg: Mapping[str, Any] | None, split: Any, modalities: Sequ
         if split is not None and m in split.modalities:
             shape = list(split.batch(torch.arange(1))[m].shape[1:])
             if len(shape) != 3:
-                raise ConfigError(
-                    f"eval.tta.{m} scales the frequency axis of [C, F, T] inputs; {m} samples are {shape}: "
-                    f"drop it with eval.tta.{m}=null"
-                )
+                raise no_frequency_axis(m, f"{m} samples are {shape}")
 
 
 def views(factors: Mapping[str, Sequence[float]]) -> list[Transform]:
@@ -79,7 +81,7 @@ def views(factors: Mapping[str, Sequence[float]]) -> list[Transform]:
                 if m in out and f != 1.0:
                     x = out[m]
                     if x.dim() != 4:
-                        raise ConfigError(f"eval.tta.{m} applies to [B, C, F, T] inputs; {m} is {list(x.shape)}")
+                        raise no_frequency_axis(m, f"{m} batches are {list(x.shape)}")
                     out[m] = scale_axes(x, torch.full((x.shape[0],), f), torch.ones(x.shape[0]))
             return out
 
