@@ -13,6 +13,7 @@ from torch import nn
 
 from dan.errors import ConfigError, DataFormatError
 from dan.models.towers import TOWERS, build_tower, register_tower
+from dan.models.towers.freq_norm import RelaxedFreqNorm
 
 
 @pytest.fixture
@@ -95,6 +96,7 @@ def test_bad_input_shape_raises_data_format_error(name: str, kwargs: dict, shape
         ("image_cnn", {"grid": 0}, "grid"),
         ("image_resnet", {"widths": (8, 16), "blocks": (1,)}, "same length"),
         ("audio_cnn", {"n_mels": 3}, "n_mels=3"),
+        ("audio_cnn", {"freq_norm": 1.5}, "freq_norm is the RFN lambda in \\[0, 1\\]"),
         ("audio_tcn", {"kernel_size": 4}, "kernel_size"),
         ("audio_tcn", {"pool": 0}, "pool"),
         ("image_cnn", {"colour": True}, "colour"),
@@ -166,3 +168,36 @@ def test_channels_last_changes_layout_not_results(name: str, shape: tuple[int, .
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
     fast(x).square().mean().backward()
     assert all(p.grad is not None for p in fast.parameters())
+
+
+def test_relaxed_freq_norm_removes_each_rows_statistics_and_keeps_layer_norm_share() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 7) * 4 + 1
+    ifn = RelaxedFreqNorm(1.0)(x)
+    torch.testing.assert_close(ifn.mean(dim=(1, 3)), torch.zeros(2, 5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ifn.var(dim=(1, 3), correction=0), torch.ones(2, 5), atol=1e-3, rtol=0)
+    # a per-row gain and offset (a voice's spectral colouring) does not reach IFN's output
+    coloured = x * torch.rand(1, 1, 5, 1).add(0.5) + torch.randn(1, 1, 5, 1) * 3
+    torch.testing.assert_close(RelaxedFreqNorm(1.0)(coloured), ifn, atol=1e-4, rtol=1e-4)
+    ln = nn.functional.layer_norm(x, list(x.shape[1:]), eps=1e-5)
+    torch.testing.assert_close(RelaxedFreqNorm(0.0)(x), ln, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(RelaxedFreqNorm(0.3)(x), 0.3 * ifn + 0.7 * ln, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="must lie in \\[0, 1\\]"):
+        RelaxedFreqNorm(-0.1)
+
+
+def test_audio_cnn_freq_norm_sits_before_each_pooling_and_keeps_the_stages() -> None:
+    torch.manual_seed(0)
+    plain = build_tower("audio_cnn", dim=8, channels=(4, 8))
+    assert not any(isinstance(m, RelaxedFreqNorm) for m in plain.modules())
+    tower = build_tower("audio_cnn", dim=8, channels=(4, 8), freq_norm=0.5)
+    kinds = [type(m).__name__ for m in tower.features]
+    assert kinds == ["Sequential", "RelaxedFreqNorm", "MaxPool2d"] * 2
+    assert tower.stage_channels() == [4, 8]
+    x = torch.randn(3, 1, 40, 64)
+    h = tower.stem(x)
+    for stage in tower.stages():
+        h = stage(h)
+    torch.testing.assert_close(tower.readout(h), tower(x))
+    tower(x).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tower.parameters())

@@ -8,6 +8,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from dan.errors import ConfigError
+from dan.models.towers.freq_norm import RelaxedFreqNorm
 from dan.models.towers.image import conv_pool_stages, to_memory_format, use_channels_last
 from dan.models.towers.registry import check_input, positive_ints, register_tower
 from dan.models.towers.staged import split_stages, stage_widths
@@ -20,6 +21,9 @@ class AudioCNN(nn.Module):
 
     ``[B, in_channels, n_mels, T] -> [B, T // 2**S, dim]`` for ``S = len(channels)`` stages.
     ``channels_last`` stores the feature maps channels-last (same results, faster convolutions).
+    ``freq_norm`` > 0 adds relaxed instance frequency-wise normalisation with that lambda after each stage's
+    ``conv-BN-ReLU``, before its pooling (:class:`RelaxedFreqNorm`; 0, the default, leaves the stages as
+    they were, state-dict keys included).
     """
 
     def __init__(
@@ -29,9 +33,14 @@ class AudioCNN(nn.Module):
         in_channels: int = 1,
         channels: Sequence[int] = (16, 32),
         channels_last: bool = False,
+        freq_norm: float = 0.0,
     ) -> None:
         super().__init__()
         channels = positive_ints("audio_cnn", "channels", channels)
+        if not 0.0 <= float(freq_norm) <= 1.0:
+            raise ConfigError(
+                f"tower 'audio_cnn': freq_norm is the RFN lambda in [0, 1] (0 turns it off), got {freq_norm!r}"
+            )
         bins = n_mels // 2 ** len(channels)
         if bins < 1:
             raise ConfigError(
@@ -40,6 +49,8 @@ class AudioCNN(nn.Module):
             )
         self.n_mels, self.in_channels, self.out_dim = n_mels, in_channels, dim
         self.features = conv_pool_stages(in_channels, channels)
+        if freq_norm:
+            self.features = with_freq_norm(self.features, float(freq_norm))
         self.proj = nn.Linear(channels[-1] * bins, dim)
         self.channels_last = use_channels_last(self, channels_last)
 
@@ -65,6 +76,16 @@ class AudioCNN(nn.Module):
     def readout(self, fmap: Tensor) -> Tensor:
         """The last stage's ``[B, C, f, t]`` -> time tokens ``[B, t, dim]``."""
         return self.proj(rearrange(fmap, "b c f t -> b t (c f)"))
+
+
+def with_freq_norm(features: nn.Sequential, lam: float) -> nn.Sequential:
+    """``conv_pool_stages``' layers with a :class:`RelaxedFreqNorm` of ``lam`` before each pooling layer."""
+    layers: list[nn.Module] = []
+    for module in features:
+        if isinstance(module, nn.MaxPool2d):
+            layers.append(RelaxedFreqNorm(lam))
+        layers.append(module)
+    return nn.Sequential(*layers)
 
 
 @register_tower("audio_tcn")
