@@ -24,7 +24,10 @@ def batch(n: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
     return {"image": torch.randn(n, 1, 28, 28, generator=g), "audio": torch.randn(n, 1, 8, 20, generator=g)}
 
 
-@pytest.mark.parametrize("tower", [ImageCNN(channels=(4, 8), depth=2), AudioCNN(n_mels=8, channels=(4, 8))])
+@pytest.mark.parametrize(
+    "tower",
+    [ImageCNN(channels=(4, 8), depth=2), AudioCNN(n_mels=8, channels=(4, 8)), AudioCNN(n_mels=8, channels=(4, 8), freq_norm=0.5)],
+)
 def test_stage_by_stage_equals_forward(tower: torch.nn.Module) -> None:
     tower.eval()
     x = torch.randn(3, 1, 8 if isinstance(tower, AudioCNN) else 28, 20 if isinstance(tower, AudioCNN) else 28)

@@ -21,9 +21,9 @@ class AudioCNN(nn.Module):
 
     ``[B, in_channels, n_mels, T] -> [B, T // 2**S, dim]`` for ``S = len(channels)`` stages.
     ``channels_last`` stores the feature maps channels-last (same results, faster convolutions).
-    ``freq_norm`` > 0 adds relaxed instance frequency-wise normalisation with that lambda after each stage's
-    ``conv-BN-ReLU``, before its pooling (:class:`RelaxedFreqNorm`; 0, the default, leaves the stages as
-    they were, state-dict keys included).
+    ``freq_norm`` > 0 adds relaxed instance frequency-wise normalisation with that lambda at the end of each
+    stage, after its pooling (:class:`RelaxedFreqNorm`; 0, the default, leaves the stages as they were,
+    state-dict keys included).
     """
 
     def __init__(
@@ -79,12 +79,12 @@ class AudioCNN(nn.Module):
 
 
 def with_freq_norm(features: nn.Sequential, lam: float) -> nn.Sequential:
-    """``conv_pool_stages``' layers with a :class:`RelaxedFreqNorm` of ``lam`` before each pooling layer."""
+    """``conv_pool_stages``' layers with a :class:`RelaxedFreqNorm` of ``lam`` after each pooling layer."""
     layers: list[nn.Module] = []
     for module in features:
+        layers.append(module)
         if isinstance(module, nn.MaxPool2d):
             layers.append(RelaxedFreqNorm(lam))
-        layers.append(module)
     return nn.Sequential(*layers)
 
 

@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
+from dan.models.towers.freq_norm import RelaxedFreqNorm
+
 
 @runtime_checkable
 class StagedTower(Protocol):
@@ -27,15 +29,16 @@ class StagedTower(Protocol):
 
 
 def split_stages(features: nn.Sequential) -> list[nn.Sequential]:
-    """``conv_pool_stages``' flat ``Sequential`` cut after each pooling layer: one ``Sequential`` per stage
-    (the same modules, so parameters and state-dict keys are unchanged)."""
+    """``conv_pool_stages``' flat ``Sequential`` cut after each pooling layer (and the
+    :class:`RelaxedFreqNorm` that may follow it): one ``Sequential`` per stage (the same modules, so
+    parameters and state-dict keys are unchanged)."""
     stages: list[nn.Sequential] = []
     current: list[nn.Module] = []
     for module in features:
-        current.append(module)
-        if isinstance(module, nn.MaxPool2d):
+        if current and isinstance(current[-1], (nn.MaxPool2d, RelaxedFreqNorm)) and not isinstance(module, RelaxedFreqNorm):
             stages.append(nn.Sequential(*current))
             current = []
+        current.append(module)
     if current:
         stages.append(nn.Sequential(*current))
     return stages
