@@ -103,6 +103,20 @@ def test_utterance_norm_removes_each_recordings_mean_over_time() -> None:
     assert (plain[1] - plain[0]).abs().mean() > 1.0 and (normed[1] - normed[0]).abs().mean() < 0.1
 
 
+def test_utterance_scale_gives_every_recording_unit_contrast() -> None:
+    t = torch.arange(8000) / 8000
+    burst = torch.sin(2 * torch.pi * 440 * t) * (t < 0.5)
+    noise = torch.randn(8000, generator=torch.Generator().manual_seed(0))
+    waves = torch.stack([burst + 0.1 * noise, burst + 0.001 * noise])  # a noisy and a clean background
+    cfg = FeatureConfig(utterance_norm=True, utterance_scale=True)
+    plain, scaled = compute_features(waves, FeatureConfig(utterance_norm=True)), compute_features(waves, cfg)
+    assert plain[1].std() > 2 * plain[0].std()
+    torch.testing.assert_close(scaled.std(dim=(1, 2, 3)), torch.ones(2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(scaled, plain / plain.std(dim=(1, 2, 3), keepdim=True))
+    assert "utterance_scale" not in FeatureConfig(utterance_norm=True).to_dict()  # old configs keep their hash
+    assert cfg.to_dict()["utterance_scale"] is True
+
+
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [

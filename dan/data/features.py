@@ -25,7 +25,10 @@ class FeatureConfig:
 
     ``utterance_norm`` subtracts each recording's own mean over time from every feature row (cepstral mean
     normalisation): a speaker's or microphone's constant spectral tilt is removed before the dataset-level
-    standardisation, which helps on voices not heard in training.
+    standardisation, which helps on voices not heard in training. ``utterance_scale`` divides each
+    recording's features by their own standard deviation over all rows and frames (after the mean
+    normalisation, when both are set): a voice recorded with little contrast between speech and background
+    gets the contrast of the others.
     """
 
     sample_rate: int = 8000
@@ -37,6 +40,7 @@ class FeatureConfig:
     n_mfcc: int = 20
     top_db: float = 80.0
     utterance_norm: bool = False
+    utterance_scale: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
@@ -91,8 +95,9 @@ class FeatureConfig:
         """Plain-dict form, for configs, hashes and checkpoints. Options added after dan 0.1 appear only when
         set, so the hashes of builds that do not use them stay what they were."""
         d = asdict(self)
-        if not self.utterance_norm:
-            d.pop("utterance_norm")
+        for key in ("utterance_norm", "utterance_scale"):
+            if not d[key]:
+                d.pop(key)
         return d
 
 
@@ -153,6 +158,8 @@ def compute_features(waves: Tensor, cfg: FeatureConfig, batch_size: int = 512) -
     feats = torch.cat(chunks)
     if cfg.utterance_norm:
         feats = feats - feats.mean(dim=-1, keepdim=True)
+    if cfg.utterance_scale:
+        feats = feats / feats.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-5)
     return feats
 
 
