@@ -16,13 +16,13 @@ class RelaxedFreqNorm(nn.Module):
     ``IFN`` normalises each sample's every frequency row over its channels and frames (a voice's or a
     microphone's spectral colouring lives in these statistics); ``LN`` normalises each sample over all of
     ``C, F, T``, which keeps the rows' relative levels that IFN alone would erase. Both use the biased
-    variance and no learned affine; the running statistics of batch norm are not involved, so a sample is
-    normalised the same way in training and at test.
+    variance and no learned affine (the next stage's convolution and batch norm rescale); no running
+    statistics, so a sample is normalised the same way in training and at test.
 
-    Where dan differs from the paper: it places RFN in BC-ResNet's blocks; :class:`AudioCNN` places it at
-    the end of each stage, after the pooling (on the pooled map it costs a quarter of what it would before;
-    a training step of the 32-64-128 tower, batch 128, one CPU thread, 0.33 s without it, 0.36 s with it). The authors' code was not within reach to compare
-    ``eps`` (1e-5 here, as in torch's norms).
+    Where dan may differ from the paper: it places RFN in BC-ResNet's blocks; :class:`AudioCNN` places it
+    at the end of each stage, after the pooling, on a map a quarter of the size (before the pooling it
+    tripled a CPU training step of the 32-64-128 tower; docs/results.md). The authors' code was not within
+    reach, so ``eps`` (1e-5, as in torch's norms) and the absence of an affine are not checked against it.
     """
 
     def __init__(self, lam: float = 0.5, eps: float = 1e-5) -> None:
