@@ -182,7 +182,7 @@ def test_relaxed_freq_norm_removes_each_rows_statistics_and_keeps_layer_norm_sha
     ln = nn.functional.layer_norm(x, list(x.shape[1:]), eps=1e-5)
     torch.testing.assert_close(RelaxedFreqNorm(0.0)(x), ln, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(RelaxedFreqNorm(0.3)(x), 0.3 * ifn + 0.7 * ln, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ConfigError, match="must lie in \\[0, 1\\]"):
+    with pytest.raises(ConfigError, match="RelaxedFreqNorm: freq_norm is the RFN lambda in \\[0, 1\\].*got -0.1"):
         RelaxedFreqNorm(-0.1)
 
 

@@ -8,7 +8,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from dan.errors import ConfigError
-from dan.models.towers.freq_norm import RelaxedFreqNorm
+from dan.models.towers.freq_norm import RelaxedFreqNorm, check_relaxation
 from dan.models.towers.image import conv_pool_stages, to_memory_format, use_channels_last
 from dan.models.towers.registry import check_input, positive_ints, register_tower
 from dan.models.towers.staged import split_stages, stage_widths
@@ -37,10 +37,7 @@ class AudioCNN(nn.Module):
     ) -> None:
         super().__init__()
         channels = positive_ints("audio_cnn", "channels", channels)
-        if not 0.0 <= float(freq_norm) <= 1.0:
-            raise ConfigError(
-                f"tower 'audio_cnn': freq_norm is the RFN lambda in [0, 1] (0 turns it off), got {freq_norm!r}"
-            )
+        freq_norm = check_relaxation(freq_norm, "tower 'audio_cnn'")
         bins = n_mels // 2 ** len(channels)
         if bins < 1:
             raise ConfigError(
@@ -50,7 +47,7 @@ class AudioCNN(nn.Module):
         self.n_mels, self.in_channels, self.out_dim = n_mels, in_channels, dim
         self.features = conv_pool_stages(in_channels, channels)
         if freq_norm:
-            self.features = with_freq_norm(self.features, float(freq_norm))
+            self.features = with_freq_norm(self.features, freq_norm)
         self.proj = nn.Linear(channels[-1] * bins, dim)
         self.channels_last = use_channels_last(self, channels_last)
 

@@ -17,7 +17,8 @@ class RelaxedFreqNorm(nn.Module):
     microphone's spectral colouring lives in these statistics); ``LN`` normalises each sample over all of
     ``C, F, T``, which keeps the rows' relative levels that IFN alone would erase. Both use the biased
     variance and no learned affine (the next stage's convolution and batch norm rescale); no running
-    statistics, so a sample is normalised the same way in training and at test.
+    statistics and no statistic across samples, so a sample is normalised the same way in training, at
+    test and on any DDP rank.
 
     Where dan may differ from the paper: it places RFN in BC-ResNet's blocks; :class:`AudioCNN` places it
     at the end of each stage, after the pooling, on a map a quarter of the size (before the pooling it
@@ -27,9 +28,7 @@ class RelaxedFreqNorm(nn.Module):
 
     def __init__(self, lam: float = 0.5, eps: float = 1e-5) -> None:
         super().__init__()
-        if not 0.0 <= float(lam) <= 1.0:
-            raise ConfigError(f"freq_norm (the RFN relaxation lambda) must lie in [0, 1], got {lam!r}")
-        self.lam, self.eps = float(lam), float(eps)
+        self.lam, self.eps = check_relaxation(lam, "RelaxedFreqNorm"), float(eps)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [B, C, F, T]`` -> ``[B, C, F, T]``."""
@@ -47,3 +46,9 @@ class RelaxedFreqNorm(nn.Module):
     def extra_repr(self) -> str:
         return f"lam={self.lam}, eps={self.eps}"
 
+
+def check_relaxation(lam: float, where: str) -> float:
+    """``lam`` as a float; a ConfigError naming ``where`` and the key ``freq_norm`` unless it lies in [0, 1]."""
+    if not 0.0 <= float(lam) <= 1.0:
+        raise ConfigError(f"{where}: freq_norm is the RFN lambda in [0, 1] (0 turns it off), got {lam!r}")
+    return float(lam)
