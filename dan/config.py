@@ -81,6 +81,7 @@ class TrainConfig:
     ``compile``: ``torch.compile`` the model's forward (inductor) in place; checkpoints keep plain keys.
     ``absent_modalities``: modalities of the model that the training data may lack entirely (their towers then
     see only the "missing" input); any other model modality absent from the data stops the run.
+    ``mixup``: mixup's ``alpha`` (fusion recipe; 0 = off; :mod:`dan.data.mixup`).
     """
 
     epochs: int = 10
@@ -95,6 +96,7 @@ class TrainConfig:
     nonfinite_inputs: str = "stop"
     compile: bool = False
     absent_modalities: list[str] = field(default_factory=list)  # model modalities the data may lack entirely
+    mixup: float = 0.0
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
 
@@ -365,6 +367,9 @@ def validate(cfg: DictConfig) -> None:
     _within("train.ema.decay", cfg.train.ema.decay, 0.0, 1.0)
     if not 0.0 < cfg.train.heldout_fraction < 1.0:
         raise ConfigError(f"train.heldout_fraction must lie in (0, 1), got {cfg.train.heldout_fraction}")
+    from dan.data.mixup import check_alpha
+
+    check_alpha(cfg.train.mixup)
     if not 0.0 < cfg.scheduler.pct_start < 1.0:
         raise ConfigError(f"scheduler.pct_start must lie in (0, 1), got {cfg.scheduler.pct_start}")
     from dan.engine.run_folder import check_run_name
@@ -428,6 +433,32 @@ def check_balancer(cfg: DictConfig, modalities: list[str]) -> None:
         build_balancer(cfg.balancer, modalities)
     except ConfigError as exc:
         raise ConfigError(f"balancer: {exc}") from None
+
+
+def check_mixup(cfg: DictConfig) -> None:
+    """``train.mixup`` against ``balancer.name``: mixed targets need a balancer that sees the labels only
+    through the head losses (its ``soft_targets``); a ConfigError names the alternatives otherwise."""
+    from dan.losses import BALANCERS
+
+    if not cfg.train.mixup:
+        return
+    name = str(cfg.balancer.name)
+    if not getattr(BALANCERS.get(name), "soft_targets", False):
+        usable = [n for n in BALANCERS.names() if getattr(BALANCERS.get(n), "soft_targets", False)]
+        raise ConfigError(
+            f"train.mixup={cfg.train.mixup} trains on mixed labels, but balancer {name!r} reads the batch's "
+            f"labels itself. Use a balancer that sees them only through the head losses ({', '.join(usable)}), "
+            "e.g. balancer.name=static, or set train.mixup=0"
+        )
+
+
+def refuse_mixup(cfg: DictConfig) -> None:
+    """A ConfigError when ``train.mixup`` is on in a recipe whose losses take no class targets."""
+    if cfg.train.mixup:
+        raise ConfigError(
+            f"train.mixup={cfg.train.mixup} mixes class targets, which the {cfg.recipe} recipe's "
+            "metric losses do not take; set train.mixup=0"
+        )
 
 
 def check_data(cfg: DictConfig) -> Any:

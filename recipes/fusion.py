@@ -16,10 +16,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dan.config import check_balancer, check_model, check_stop_metric, to_dict
+from dan.config import check_balancer, check_mixup, check_model, check_stop_metric, to_dict
 from dan.data import build_data
 from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs, check_num_classes
+from dan.data.mixup import Mixup, targets
 from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
 from dan.engine.evaluate import contributions, evaluate, head_losses_mean, misclassified, robustness
 from dan.engine.test_time import check_tta_inputs, with_tta
@@ -58,13 +59,14 @@ class FusionTask(BaseTask):
         self.train_batches = engine.loader(train, shuffle=True)
         self.val_batches = engine.loader(self.splits["val"])
         self.augment = build_augment(to_dict(cfg.augment))
+        self.mixup = Mixup(tc.mixup, self.modalities, self.model.num_classes)
         self.checkpoint_info = checkpoint_record(train, self.modalities)
         check_tta_inputs(to_dict(cfg.eval.tta), self.splits.get(cfg.eval.split), self.modalities)
 
     def training_step(self, engine: Engine, batch: dict[str, Any]) -> StepOutput:
-        batch = self.augment(batch)
+        batch = self.mixup(self.augment(batch))
         out = engine.forward(batch)
-        fused, per_modality = head_losses(out, batch["label"])
+        fused, per_modality = head_losses(out, targets(batch))
         ctx = StepContext(
             self.model, batch, out, engine.epoch, engine.step, forward=engine.forward, optimizer=engine.optimizer,
             batch_index=engine.batch_in_epoch, batches=len(self.train_batches),
@@ -150,9 +152,10 @@ class FusionTask(BaseTask):
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """The recipe's own checks (called by dan.config.validate): model, balancer, early-stopping metric."""
+    """The recipe's own checks (called by dan.config.validate): model, balancer, mixup, early-stopping metric."""
     modalities = check_model(cfg)
     check_balancer(cfg, modalities)
+    check_mixup(cfg)
     check_stop_metric(cfg, dict.fromkeys(["val/acc", "val/loss", *(f"val/acc_{m}" for m in modalities)]))
 
 

@@ -1,5 +1,5 @@
 """A run killed with SIGKILL mid-epoch and resumed from its last checkpoint ends bitwise equal to an
-uninterrupted run with the same seed (CPU, one thread)."""
+uninterrupted run with the same seed (CPU, one thread), with EMA and with mixup too."""
 
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def _kill_after_first_checkpoint(tmp_path: Path, run: list[str]) -> Path:
     return tmp_path / "killed" / "last.pt"
 
 
-@pytest.mark.parametrize("ema", ["0", "0.8"], ids=["plain", "ema"])
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, ema: str) -> None:
-    run = [*RUN, f"train.ema.decay={ema}"]
+@pytest.mark.parametrize(("ema", "mixup"), [("0", "0"), ("0.8", "0"), ("0", "0.4")], ids=["plain", "ema", "mixup"])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, ema: str, mixup: str) -> None:
+    run = [*RUN, f"train.ema.decay={ema}", f"train.mixup={mixup}"]
     last = _kill_after_first_checkpoint(tmp_path, run)
     state = load_checkpoint(last)
     progress = state["progress"]

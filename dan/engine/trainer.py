@@ -169,7 +169,8 @@ def to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Te
 def head_losses(output: DANOutput, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """Cross-entropy of the fused head and of each modality's auxiliary head (scalars).
 
-    ``output.logits [B, C]``, ``output.modality_logits {m: [B, C]}``, ``labels [B]``. An auxiliary loss
+    ``output.logits [B, C]``, ``output.modality_logits {m: [B, C]}``, ``labels``: class indices ``[B]`` or
+    class probabilities ``[B, C]`` (:func:`dan.data.mixup.targets`). An auxiliary loss
     averages over the samples where its modality was present (``output.present``: the batch's mask and
     modality dropout), never over the filler a masked sample carries; with none present it is a zero
     that still reaches every parameter (so DDP ranks keep the same graph).

@@ -8,8 +8,9 @@ from torch import Tensor
 
 
 def masked_cross_entropy(logits: Tensor, labels: Tensor, keep: Tensor | None) -> Tensor:
-    """Mean cross-entropy of ``logits [B, C]`` against ``labels [B]`` over the rows where ``keep``
-    (``bool [B]``; ``None`` = all rows); 0 where no row is kept."""
+    """Mean cross-entropy of ``logits [B, C]`` against ``labels`` (class indices ``[B]`` or class probabilities
+    ``[B, C]``, e.g. mixup's) over the rows where ``keep`` (``bool [B]``; ``None`` = all rows); 0 where no row
+    is kept."""
     ce = F.cross_entropy(logits.float(), labels, reduction="none")
     if keep is None:
         return ce.mean()

@@ -39,10 +39,13 @@ class Balancer(nn.Module):
         modalities: sorted modality names.
         heads: ``("fused", *modalities)``, the order of every per-head vector a balancer keeps.
         needs_heldout: True where the epoch hooks need a held-out slice of the training data (``loaders["heldout"]``).
+        soft_targets: True where the method sees the labels only through the head losses it is given, so it
+            is defined for mixed targets (``train.mixup``); False where it reads the batch's labels itself.
     """
 
     name = "balancer"
     needs_heldout: bool = False
+    soft_targets: bool = False
     start_epoch: int = 0
     end_epoch: int | None = None
 

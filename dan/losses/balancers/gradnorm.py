@@ -53,6 +53,7 @@ class GradNormBalancer(Balancer):
     """
 
     name = "gradnorm"
+    soft_targets = True
 
     def __init__(self, modalities: Sequence[str], alpha: float = 1.5, lr: float = 0.025) -> None:
         super().__init__(modalities)

@@ -75,6 +75,7 @@ class MMParetoBalancer(Balancer):
     """
 
     name = "mmpareto"
+    soft_targets = True
 
     def __init__(self, modalities: Sequence[str], gamma: float = 1.5) -> None:
         super().__init__(modalities)
