@@ -47,6 +47,8 @@ class Mixup:
         self.num_classes = int(num_classes)
 
     def __call__(self, batch: Mapping[str, Tensor]) -> Batch:
+        """``batch`` (``label [B]``, modalities ``[B, ...]``) mixed, with ``target [B, num_classes]``; the
+        batch itself is not changed."""
         out = dict(batch)
         if not self.alpha:
             return out
