@@ -443,8 +443,8 @@ def check_mixup(cfg: DictConfig) -> None:
     if not cfg.train.mixup:
         return
     name = str(cfg.balancer.name)
-    if not getattr(BALANCERS.get(name), "soft_targets", False):
-        usable = [n for n in BALANCERS.names() if getattr(BALANCERS.get(n), "soft_targets", False)]
+    usable = [n for n in BALANCERS.names() if getattr(BALANCERS.get(n), "soft_targets", False)]
+    if name not in usable:
         raise ConfigError(
             f"train.mixup={cfg.train.mixup} trains on mixed labels, but balancer {name!r} reads the batch's "
             f"labels itself. Use a balancer that sees them only through the head losses ({', '.join(usable)}), "

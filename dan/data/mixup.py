@@ -6,7 +6,8 @@ and one random permutation ``j`` of its samples; inputs become ``lam * x + (1 - 
 ``lam * CE(y) + (1 - lam) * CE(y[j])``. Cross-entropy is linear in its target, so the batch carries that
 mixture as class probabilities ``batch["target"] [B, C]`` and every head's cross-entropy against it is the
 paper's loss exactly. Where they differ: ``lam`` and ``j`` come from torch's seeded global RNG (NumPy's in
-theirs), so a seed repeats a run and a resumed run continues the same draws.
+theirs), so a seed repeats a run and a resumed run continues the same draws. Under DDP each rank mixes
+within its own share of the global batch (pairs never cross ranks); the reference runs in one process.
 
 A sample keeps a modality only where both samples mixed into it have it (``<m>_mask``): a mixture with the
 filler of a missing input is not an observation of that modality.
