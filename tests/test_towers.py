@@ -67,6 +67,18 @@ def test_audio_tokens_follow_time(name: str) -> None:
     assert not torch.allclose(a[:, -1], b[:, -1])
 
 
+@pytest.mark.parametrize(("readout", "pool"), [("freq_mean", torch.mean), ("freq_max", torch.amax)])
+def test_audio_cnn_frequency_pooled_readout_pools_the_mel_axis_only(readout: str, pool) -> None:
+    torch.manual_seed(0)
+    tower = build_tower("audio_cnn", n_mels=40, dim=16, channels=(4, 8), readout=readout).eval()
+    x = torch.randn(2, 1, 40, 32)
+    fmap = tower.features(x)  # [2, 8, 10, 8]
+    expected = tower.proj(pool(fmap, dim=2).transpose(1, 2))
+    assert tower.proj.in_features == 8
+    assert torch.allclose(tower(x), expected)
+    assert tower(x).shape == (2, 8, 16)
+
+
 def test_audio_tcn_accepts_three_dim_input() -> None:
     tower = build_tower("audio_tcn", n_mels=8, dim=8).eval()
     x = torch.randn(2, 1, 8, 20)
@@ -97,6 +109,7 @@ def test_bad_input_shape_raises_data_format_error(name: str, kwargs: dict, shape
         ("image_resnet", {"widths": (8, 16), "blocks": (1,)}, "same length"),
         ("audio_cnn", {"n_mels": 3}, "n_mels=3"),
         ("audio_cnn", {"freq_norm": 1.5}, "freq_norm is the RFN lambda in \\[0, 1\\]"),
+        ("audio_cnn", {"readout": "flatten"}, "readout='flatten' is not valid; valid choices: column, freq_mean, freq_max"),
         ("audio_tcn", {"kernel_size": 4}, "kernel_size"),
         ("audio_tcn", {"pool": 0}, "pool"),
         ("image_cnn", {"colour": True}, "colour"),

@@ -13,13 +13,19 @@ from dan.models.towers.image import conv_pool_stages, to_memory_format, use_chan
 from dan.models.towers.registry import check_input, positive_ints, register_tower
 from dan.models.towers.staged import split_stages, stage_widths
 
+AUDIO_READOUTS = ("column", "freq_mean", "freq_max")
+
 
 @register_tower("audio_cnn")
 class AudioCNN(nn.Module):
-    """2-D CNN over the spectrogram: per stage ``conv3x3-BN-ReLU-maxpool2``, then each remaining time
-    step's ``(channel, mel)`` column is projected to one token.
+    """2-D CNN over the spectrogram: per stage ``conv3x3-BN-ReLU-maxpool2``, then one token per remaining
+    time step.
 
     ``[B, in_channels, n_mels, T] -> [B, T // 2**S, dim]`` for ``S = len(channels)`` stages.
+    ``readout="column"`` (the default) projects each time step's whole ``(channel, mel)`` column, so a
+    token knows at which mel band a pattern lies; ``"freq_mean"`` and ``"freq_max"`` first pool the mel
+    axis away (``[B, C, f, t] -> [B, C, t]``), so a pattern counts the same at any band, as a voice's
+    formants move between speakers.
     ``channels_last`` stores the feature maps channels-last (same results, faster convolutions).
     ``freq_norm`` > 0 adds relaxed instance frequency-wise normalisation with that lambda at the end of each
     stage, after its pooling (:class:`RelaxedFreqNorm`; 0, the default, leaves the stages as they were,
@@ -34,9 +40,14 @@ class AudioCNN(nn.Module):
         channels: Sequence[int] = (16, 32),
         channels_last: bool = False,
         freq_norm: float = 0.0,
+        readout: str = "column",
     ) -> None:
         super().__init__()
         channels = positive_ints("audio_cnn", "channels", channels)
+        if readout not in AUDIO_READOUTS:
+            raise ConfigError(
+                f"tower 'audio_cnn': readout={readout!r} is not valid; valid choices: {', '.join(AUDIO_READOUTS)}"
+            )
         freq_norm = check_relaxation(freq_norm, "tower 'audio_cnn'")
         bins = n_mels // 2 ** len(channels)
         if bins < 1:
@@ -48,7 +59,8 @@ class AudioCNN(nn.Module):
         self.features = conv_pool_stages(in_channels, channels)
         if freq_norm:
             self.features = with_freq_norm(self.features, freq_norm)
-        self.proj = nn.Linear(channels[-1] * bins, dim)
+        self.readout_kind = readout
+        self.proj = nn.Linear(channels[-1] * (bins if readout == "column" else 1), dim)
         self.channels_last = use_channels_last(self, channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -72,6 +84,10 @@ class AudioCNN(nn.Module):
 
     def readout(self, fmap: Tensor) -> Tensor:
         """The last stage's ``[B, C, f, t]`` -> time tokens ``[B, t, dim]``."""
+        if self.readout_kind == "freq_mean":
+            fmap = fmap.mean(dim=2, keepdim=True)
+        elif self.readout_kind == "freq_max":
+            fmap = fmap.amax(dim=2, keepdim=True)
         return self.proj(rearrange(fmap, "b c f t -> b t (c f)"))
 
 
