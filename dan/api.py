@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from dan.data.readers import Reader, modality_specs, reader_from_spec
 from dan.engine.checkpoint import load_checkpoint, load_model_state
-from dan.engine.test_time import with_tta
+from dan.engine.test_time import averaged_output, check_tta, views
 from dan.errors import CheckpointError, DataFormatError, describe
 from dan.models import DANOutput, build_model
 
@@ -84,13 +84,13 @@ class LoadedModel(nn.Module):
         self.checkpoint = path
         self.manifest_hash = manifest_hash
         self.modalities = list(model.modalities)
-        self.tta = dict(dict(config.get("eval") or {}).get("tta") or {})  # eval.tta: test-time views
+        self.views = views(check_tta(dict(config.get("eval") or {}).get("tta")))  # eval.tta, parsed once
         self.eval()
 
     def forward(self, batch: Mapping[str, Tensor]) -> DANOutput:
         """``{m: normalised input [B, ...]}`` -> :class:`DANOutput`, averaged over the config's ``eval.tta``
         views when it has any (:mod:`dan.engine.test_time`)."""
-        return with_tta(self.model, self.tta)(batch)
+        return averaged_output(self.model, self.views, batch)
 
     @torch.no_grad()
     def predict(

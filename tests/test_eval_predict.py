@@ -35,7 +35,9 @@ def test_load_gives_eval_model_matching_training(run_dir: Path) -> None:
     split = build_synthetic({"n_train": 200, "n_val": 60, "n_test": 60})["test"]
     batch = split.batch(torch.arange(len(split)))
     with torch.no_grad():
-        acc = float((loaded(batch).logits.argmax(-1) == batch["label"]).float().mean())
+        out = loaded(batch)
+        assert torch.equal(out.logits, loaded.model(batch).logits)  # without eval.tta: the plain forward
+        acc = float((out.logits.argmax(-1) == batch["label"]).float().mean())
     summary = json.loads((run_dir / "results.json").read_text())["summary"]
     assert acc == pytest.approx(summary["test/acc"], abs=1e-6)
     # preprocessing reproduces the data's normalisation

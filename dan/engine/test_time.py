@@ -71,8 +71,11 @@ def check_tta_inputs(cfg: Mapping[str, Any] | None, split: Any, modalities: Sequ
 
 
 def views(factors: Mapping[str, Sequence[float]]) -> list[Transform]:
-    """One batch transform per combination of the modalities' factors (``[B, C, F, T]`` inputs)."""
+    """One batch transform per combination of the modalities' factors (``[B, C, F, T]`` inputs); none for
+    no factors (a plain forward)."""
     names = list(factors)
+    if not names:
+        return []
 
     def view(combo: tuple[float, ...]) -> Transform:
         def apply(batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -108,14 +111,22 @@ class TestTimeAugmented(nn.Module):
 
     def forward(self, batch: Mapping[str, Tensor]) -> DANOutput:
         """``{m: [B, ...]}`` -> :class:`DANOutput` with ``logits [B, C]`` averaged over the views."""
-        outs = [self.model(t(dict(batch))) for t in self.transforms]
-        first = outs[0]
-        return replace(
-            first,
-            logits=mean_log_probs([o.logits for o in outs]),
-            modality_logits={m: mean_log_probs([o.modality_logits[m] for o in outs]) for m in first.modality_logits},
-            contributions=None,
-        )
+        return averaged_output(self.model, self.transforms, batch)
+
+
+def averaged_output(model: nn.Module, transforms: Sequence[Transform], batch: Mapping[str, Tensor]) -> DANOutput:
+    """``model``'s :class:`DANOutput` on ``batch`` ``{m: [B, ...]}`` averaged over the views ``transforms``
+    (as :class:`TestTimeAugmented`); a plain forward when there are none."""
+    if not transforms:
+        return model(batch)
+    outs = [model(t(dict(batch))) for t in transforms]
+    first = outs[0]
+    return replace(
+        first,
+        logits=mean_log_probs([o.logits for o in outs]),
+        modality_logits={m: mean_log_probs([o.modality_logits[m] for o in outs]) for m in first.modality_logits},
+        contributions=None,
+    )
 
 
 def with_tta(model: nn.Module, cfg: Mapping[str, Any] | None) -> nn.Module:
