@@ -73,6 +73,18 @@ class EmaConfig:
 
 
 @dataclass
+class AdversaryConfig:
+    """``train.adversary.*``: a group adversary on ``modality``'s features (fusion recipe; ``weight`` 0 = off;
+    :mod:`dan.losses.adversary`): a classifier with ``hidden`` units (0: linear) predicts each training
+    sample's group (speaker) through a gradient reversal ramped by DANN's schedule with ``gamma``."""
+
+    weight: float = 0.0
+    modality: str | None = None
+    hidden: int = 64
+    gamma: float = 10.0
+
+
+@dataclass
 class TrainConfig:
     """``train.*``: the loop. ``batch_size`` is the global batch (split across DDP ranks).
 
@@ -82,6 +94,7 @@ class TrainConfig:
     ``absent_modalities``: modalities of the model that the training data may lack entirely (their towers then
     see only the "missing" input); any other model modality absent from the data stops the run.
     ``mixup``: mixup's ``alpha`` (fusion recipe; 0 = off; :mod:`dan.data.mixup`).
+    ``adversary``: a group (speaker) adversary on one modality's features (:class:`AdversaryConfig`).
     """
 
     epochs: int = 10
@@ -99,6 +112,7 @@ class TrainConfig:
     mixup: float = 0.0
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
+    adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
 
 
 @dataclass
@@ -435,20 +449,62 @@ def check_balancer(cfg: DictConfig, modalities: list[str]) -> None:
         raise ConfigError(f"balancer: {exc}") from None
 
 
+def _require_balancer(cfg: DictConfig, flag: str, message: str) -> None:
+    """A ConfigError with ``message`` (``{name}``: the configured balancer, ``{usable}``: those that qualify)
+    unless ``balancer.name``'s class attribute ``flag`` (``soft_targets``, ``plain_backward``) is true."""
+    from dan.losses import BALANCERS
+
+    name = str(cfg.balancer.name)
+    usable = [n for n in BALANCERS.names() if getattr(BALANCERS.get(n), flag, False)]
+    if name not in usable:
+        raise ConfigError(message.format(name=repr(name), usable=", ".join(usable)))
+
+
 def check_mixup(cfg: DictConfig) -> None:
     """``train.mixup`` against ``balancer.name``: mixed targets need a balancer that sees the labels only
     through the head losses (its ``soft_targets``); a ConfigError names the alternatives otherwise."""
-    from dan.losses import BALANCERS
+    if cfg.train.mixup:
+        _require_balancer(
+            cfg, "soft_targets",
+            f"train.mixup={cfg.train.mixup} trains on mixed labels, but balancer {{name}} reads the batch's "
+            "labels itself. Use a balancer that sees them only through the head losses ({usable}), "
+            "e.g. balancer.name=static, or set train.mixup=0",
+        )
 
-    if not cfg.train.mixup:
+
+def check_adversary(cfg: DictConfig, modalities: list[str]) -> None:
+    """``train.adversary.*`` for a model of ``modalities``: the modality, the sizes, and no mixup or balancer
+    that rewrites gradients beside it; each ConfigError names the key and the fix."""
+    adv = cfg.train.adversary
+    _positive("train.adversary.weight", float(adv.weight), strict=False)
+    if not adv.weight:
         return
-    name = str(cfg.balancer.name)
-    usable = [n for n in BALANCERS.names() if getattr(BALANCERS.get(n), "soft_targets", False)]
-    if name not in usable:
+    if adv.modality is None:
         raise ConfigError(
-            f"train.mixup={cfg.train.mixup} trains on mixed labels, but balancer {name!r} reads the batch's "
-            f"labels itself. Use a balancer that sees them only through the head losses ({', '.join(usable)}), "
-            "e.g. balancer.name=static, or set train.mixup=0"
+            f"train.adversary.weight={adv.weight} needs train.adversary.modality, the tower whose features "
+            f"should not tell the groups apart, e.g. train.adversary.modality={modalities[0]}"
+        )
+    _choice("train.adversary.modality", adv.modality, modalities)
+    _positive("train.adversary.hidden", float(adv.hidden), strict=False)
+    _positive("train.adversary.gamma", float(adv.gamma), strict=False)
+    if cfg.train.mixup:
+        raise ConfigError(
+            f"train.adversary and train.mixup={cfg.train.mixup}: a mixed sample belongs to two groups; "
+            "set train.mixup=0 or train.adversary.weight=0"
+        )
+    _require_balancer(
+        cfg, "plain_backward",
+        "train.adversary adds a loss to what balancer {name} returns, but {name} shapes the gradients "
+        "itself. Use {usable}, e.g. balancer.name=static, or set train.adversary.weight=0",
+    )
+
+
+def refuse_adversary(cfg: DictConfig) -> None:
+    """A ConfigError when ``train.adversary`` is on in a recipe without class heads (Siamese, cross-modal)."""
+    if cfg.train.adversary.weight:
+        raise ConfigError(
+            f"train.adversary.weight={cfg.train.adversary.weight}: the group adversary belongs to the fusion "
+            f"recipe, not to {cfg.recipe}; set train.adversary.weight=0"
         )
 
 

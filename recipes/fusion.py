@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dan.config import check_balancer, check_mixup, check_model, check_stop_metric, to_dict
+from dan.config import check_adversary, check_balancer, check_mixup, check_model, check_stop_metric, to_dict
 from dan.data import build_data
 from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs, check_num_classes
@@ -28,6 +28,7 @@ from dan.engine.trainer import head_losses, split_heldout, to_device
 from dan.errors import ConfigError
 from dan.logging.plots import plot_classification_report
 from dan.losses import EpochContext, StepContext, build_balancer
+from dan.losses.adversary import build_adversary
 from dan.models import build_model
 
 
@@ -60,6 +61,9 @@ class FusionTask(BaseTask):
         self.val_batches = engine.loader(self.splits["val"])
         self.augment = build_augment(to_dict(cfg.augment))
         self.mixup = Mixup(tc.mixup, self.modalities, self.model.num_classes)
+        self.adversary = build_adversary(to_dict(tc.adversary), train, self.model.dim)
+        if self.adversary is not None:
+            self.modules["adversary"] = self.adversary
         self.checkpoint_info = checkpoint_record(train, self.modalities)
         check_tta_inputs(to_dict(cfg.eval.tta), self.splits.get(cfg.eval.split), self.modalities)
 
@@ -72,7 +76,11 @@ class FusionTask(BaseTask):
             batch_index=engine.batch_in_epoch, batches=len(self.train_batches),
         )
         loss = self.balancer.combine(fused, per_modality, ctx)
-        return StepOutput(loss, {"fused": fused, **per_modality}, batch["label"].shape[0], ctx)
+        losses = {"fused": fused, **per_modality}
+        if self.adversary is not None:
+            losses["adversary"] = self.adversary(out, batch["index"], engine.step / engine.total_steps)
+            loss = loss + losses["adversary"]
+        return StepOutput(loss, losses, batch["label"].shape[0], ctx)
 
     def after_backward(self, engine: Engine, batch: dict[str, Any], out: StepOutput) -> None:
         self.balancer.after_backward(out.context)
@@ -81,7 +89,10 @@ class FusionTask(BaseTask):
         self.balancer.after_step(out.context)
 
     def step_scalars(self) -> dict[str, float]:
-        return {f"balancer/{k}": v for k, v in self.balancer.weights().items()}
+        scalars = {f"balancer/{k}": v for k, v in self.balancer.weights().items()}
+        if self.adversary is not None:
+            scalars |= {"adversary/acc": self.adversary.last_acc, "adversary/lambda": self.adversary.last_lambda}
+        return scalars
 
     def start_epoch(self, engine: Engine) -> None:
         self.balancer.on_epoch_start(self.epoch_context(engine, {}))
@@ -152,10 +163,12 @@ class FusionTask(BaseTask):
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """The recipe's own checks (called by dan.config.validate): model, balancer, mixup, early-stopping metric."""
+    """The recipe's own checks (called by dan.config.validate): model, balancer, mixup, adversary,
+    early-stopping metric."""
     modalities = check_model(cfg)
     check_balancer(cfg, modalities)
     check_mixup(cfg)
+    check_adversary(cfg, modalities)
     check_stop_metric(cfg, dict.fromkeys(["val/acc", "val/loss", *(f"val/acc_{m}" for m in modalities)]))
 
 

@@ -44,6 +44,15 @@ def test_pairs_are_class_consistent(offline: dict, shared_data: Path) -> None:
     assert fsdd is not None
 
 
+def test_groups_are_the_speakers_of_the_recordings(offline: dict) -> None:
+    for name, split in offline.items():
+        manifest = json.loads(Path(split.info["cache_file"]).with_suffix(".manifest.json").read_text())["splits"][name]
+        speakers = [f.split("_")[1] for f in manifest["audio_files"]]
+        named = [split.info["speakers"][g] for g in split.groups.tolist()]
+        assert named == [speakers[r] for r in split.rows["audio"].tolist()]
+        assert sorted(set(named)) == split.info["speakers"]
+
+
 def test_normalisation_from_train_only(offline: dict) -> None:
     train = offline["train"]
     images, audio = train.items["image"], train.items["audio"]

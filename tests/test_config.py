@@ -29,7 +29,7 @@ def test_config_by_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("train.epoch=3", "unknown config key 'train.epoch'; valid keys under 'train': absent_modalities, amp, batch_size"),
+        ("train.epoch=3", "unknown config key 'train.epoch'; valid keys under 'train': absent_modalities, adversary, amp, batch_size"),
         ("foo=1", "unknown config key 'foo'; valid keys at the top level"),
         ("train.epochs=abc", "'train.epochs'"),
         ("optimizer.lr=0", "optimizer.lr must be a finite number > 0, got 0"),
@@ -151,5 +151,5 @@ def test_bad_config_fails_before_any_data_is_read(
 def test_unknown_key_in_a_yaml_file(tmp_path: Path) -> None:
     path = tmp_path / "typo.yaml"
     path.write_text(find_config("quickstart").read_text().replace("  epochs: 3", "  epochz: 3"))
-    with pytest.raises(ConfigError, match=r"^unknown config key 'train.epochz'; valid keys under 'train': absent_modalities, amp"):
+    with pytest.raises(ConfigError, match=r"^unknown config key 'train.epochz'; valid keys under 'train': absent_modalities, adversary, amp"):
         load_config(path)

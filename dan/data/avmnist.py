@@ -325,6 +325,10 @@ def _splits_from_payload(payload: dict[str, Any], cache_file: Path | None, names
     for name in names:
         part = payload["splits"][name]
         pairs = part["pairs"]
+        files = payload["manifest"]["splits"][name]["audio_files"]
+        speaker_of_row = torch.tensor(
+            [part["speakers"].index(fsdd.NAME_PATTERN.match(f)["speaker"]) for f in files], dtype=torch.long
+        )
         out[name] = Split(
             name=name,
             items={"image": part["images"], "audio": part["audio"]},
@@ -343,5 +347,6 @@ def _splits_from_payload(payload: dict[str, Any], cache_file: Path | None, names
                 "mnist": payload["manifest"]["splits"][name]["mnist"],
                 "fsdd": payload["manifest"]["splits"][name]["fsdd"],
             },
+            groups=speaker_of_row[pairs[:, 1]],  # the speaker of each sample's recording, indexing info["speakers"]
         )
     return out

@@ -41,11 +41,14 @@ class Balancer(nn.Module):
         needs_heldout: True where the epoch hooks need a held-out slice of the training data (``loaders["heldout"]``).
         soft_targets: True where the method sees the labels only through the head losses it is given, so it
             is defined for mixed targets (``train.mixup``); False where it reads the batch's labels itself.
+        plain_backward: True where the loss :meth:`combine` returns is backpropagated as it is and no hook
+            rewrites the gradients, so a further loss term (``train.adversary``) may be added to it.
     """
 
     name = "balancer"
     needs_heldout: bool = False
     soft_targets: bool = False
+    plain_backward: bool = False
     start_epoch: int = 0
     end_epoch: int | None = None
 

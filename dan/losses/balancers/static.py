@@ -21,6 +21,7 @@ class StaticBalancer(Balancer):
 
     name = "static"
     soft_targets = True
+    plain_backward = True
 
     def __init__(self, modalities: Sequence[str], weights: Mapping[str, float] | None = None) -> None:
         super().__init__(modalities)

@@ -27,6 +27,7 @@ class UncertaintyBalancer(Balancer):
 
     name = "uncertainty"
     soft_targets = True
+    plain_backward = True
 
     def __init__(self, modalities: Sequence[str], init: float = 0.0) -> None:
         super().__init__(modalities)
