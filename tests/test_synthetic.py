@@ -35,3 +35,27 @@ def test_unknown_key() -> None:
         build_data({"name": "synthetic", "n_trian": 5})
     with pytest.raises(ConfigError, match="data.name"):
         build_data({"name": "cifar"})
+
+
+def test_speakers_are_groups_with_their_own_pitch() -> None:
+    size = {"name": "synthetic", "n_train": 300, "n_val": 60, "n_test": 60}
+    plain = build_data(size)
+    spoken = build_data({**size, "speakers": 3})
+    train = spoken["train"]
+    assert plain["train"].groups is None
+    assert torch.equal(train.labels, plain["train"].labels)
+    assert torch.equal(train.items["image"], plain["train"].items["image"])  # the same draws, one pitch each
+    counts = torch.zeros(3, 10, dtype=torch.long).index_put_((train.groups, train.labels), torch.ones(300, dtype=torch.long), accumulate=True)
+    assert counts.eq(10).all()  # every speaker says every digit equally often
+    # a speaker's band of pitches is audible: among the three speakers' mean spectra of the same digit, a
+    # recording lies closest to its own speaker's
+    audio = train.items["audio"].mean(dim=(1, 3))  # [N, n_mels]
+    fit, held = torch.arange(300) < 150, torch.arange(300) >= 150
+    hits = []
+    for d in range(10):
+        means = torch.stack([audio[fit & (train.labels == d) & (train.groups == s)].mean(0) for s in range(3)])
+        mine = held & (train.labels == d)
+        hits.append(torch.cdist(audio[mine], means).argmin(1) == train.groups[mine])
+    assert torch.cat(hits).float().mean() > 0.8
+    with pytest.raises(ConfigError, match="data.speakers must be >= 0"):
+        build_data({**size, "speakers": -1})

@@ -37,7 +37,9 @@ _DIGIT_SEGMENTS = ["abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", 
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Sizes and difficulty of the synthetic set (``data.*`` keys with ``data.name=synthetic``); the
-    registered ``synthetic`` dataset."""
+    registered ``synthetic`` dataset. ``speakers`` > 0 gives every sample one of that many speakers as its
+    group (each speaker saying every digit equally often), each speaker with its own band of pitches; 0
+    draws every recording's pitch from the whole range and gives no groups."""
 
     seed: int = 0
     n_train: int = 2000
@@ -45,6 +47,7 @@ class SyntheticConfig:
     n_test: int = 500
     image_noise: float = 0.15
     audio_noise: float = 0.1
+    speakers: int = 0
     audio: FeatureConfig = field(default_factory=FeatureConfig)
     root: str | None = None
     cache_dir: str | None = None
@@ -53,6 +56,8 @@ class SyntheticConfig:
         for key in ("n_train", "n_val", "n_test"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if int(self.speakers) < 0:
+            raise ConfigError(f"data.speakers must be >= 0 (0: no speakers), got {self.speakers}")
         object.__setattr__(self, "audio", FeatureConfig.from_config(self.audio))
 
     def input_shapes(self) -> dict[str, list[int]]:
@@ -100,12 +105,19 @@ def render_images(labels: Tensor, generator: torch.Generator, noise: float) -> T
     return (warped + noise * torch.randn(warped.shape, generator=generator)).clamp(0.0, 1.0)
 
 
-def synth_waveforms(labels: Tensor, generator: torch.Generator, cfg: SyntheticConfig) -> Tensor:
-    """Per-digit tone signatures for ``labels`` ``[N]`` -> ``[N, num_samples]`` waveforms."""
+def synth_waveforms(
+    labels: Tensor, generator: torch.Generator, cfg: SyntheticConfig, speakers: Tensor | None = None
+) -> Tensor:
+    """Per-digit tone signatures for ``labels`` ``[N]`` -> ``[N, num_samples]`` waveforms; with ``speakers``
+    ``[N]`` (ids below ``cfg.speakers``) speaker ``s`` draws its pitch from the ``s``-th of ``cfg.speakers``
+    equal bands of the range."""
     n, length, sr = len(labels), cfg.audio.num_samples, cfg.audio.sample_rate
     t = torch.arange(length) / sr
     d = labels.float()[:, None]
-    pitch = 0.85 + 0.3 * torch.rand(n, 1, generator=generator)
+    u = torch.rand(n, 1, generator=generator)
+    if speakers is not None:
+        u = (speakers.float()[:, None] + u) / cfg.speakers
+    pitch = 0.85 + 0.3 * u
     duration = 0.35 + 0.45 * torch.rand(n, 1, generator=generator)
     loud = 0.3 + 0.6 * torch.rand(n, 1, generator=generator)
     f1 = (300 + 60 * d) * pitch
@@ -129,15 +141,16 @@ def build_synthetic(
     names = [n for n in sizes if only is None or n in only]
     if not names:
         raise ConfigError(f"the synthetic set has no split {list(only or [])}; valid choices: train, val, test")
-    raw: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+    raw: dict[str, tuple[Tensor, Tensor, Tensor, Tensor | None]] = {}
     for name in sizes if preprocessing is None else names:
         n = sizes[name]
         g = split_generator(cfg.seed, f"synthetic-{name}")
-        labels = torch.arange(n) % 10
-        labels = labels[torch.randperm(n, generator=g)]
+        order = torch.randperm(n, generator=g)
+        labels = (torch.arange(n) % 10)[order]
+        speakers = (torch.arange(n) // 10 % cfg.speakers)[order] if cfg.speakers else None
         images = render_images(labels, g, cfg.image_noise)
-        feats = compute_features(synth_waveforms(labels, g, cfg), cfg.audio)
-        raw[name] = (images, feats, labels)
+        feats = compute_features(synth_waveforms(labels, g, cfg, speakers), cfg.audio)
+        raw[name] = (images, feats, labels, speakers)
     image_reader, audio_reader = ImageReader(size=28), AudioReader(features=cfg.audio)
     if preprocessing is None:
         standardize = Standardizer.fit(raw["train"][1])
@@ -155,7 +168,7 @@ def build_synthetic(
     manifest_hash = stable_hash({"synthetic": cfg.__repr__()})
     out = {}
     for name in names:
-        images, feats, labels = raw[name]
+        images, feats, labels, speakers = raw[name]
         out[name] = Split.aligned(
             name,
             {"image": image_reader.normalise(images.unsqueeze(1)), "audio": audio_reader.normalise(feats)},
@@ -164,5 +177,6 @@ def build_synthetic(
             preprocessing=spec,
             source="synthetic",
             info={"note": "SYNTHETIC data: procedurally generated digits, not MNIST/FSDD", "num_images": len(labels)},
+            groups=speakers,
         )
     return out
