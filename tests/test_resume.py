@@ -1,5 +1,5 @@
 """A run killed with SIGKILL mid-epoch and resumed from its last checkpoint ends bitwise equal to an
-uninterrupted run with the same seed (CPU, one thread), with EMA and with mixup too."""
+uninterrupted run with the same seed (CPU, one thread), with EMA, with mixup and with a group adversary too."""
 
 from __future__ import annotations
 
@@ -56,9 +56,16 @@ def _kill_after_first_checkpoint(tmp_path: Path, run: list[str]) -> Path:
     return tmp_path / "killed" / "last.pt"
 
 
-@pytest.mark.parametrize(("ema", "mixup"), [("0", "0"), ("0.8", "0"), ("0", "0.4")], ids=["plain", "ema", "mixup"])
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, ema: str, mixup: str) -> None:
-    run = [*RUN, f"train.ema.decay={ema}", f"train.mixup={mixup}"]
+ADVERSARY = ["data.speakers=3", "train.adversary.weight=1", "train.adversary.modality=audio"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["train.ema.decay=0.8"], ["train.mixup=0.4"], ADVERSARY],
+    ids=["plain", "ema", "mixup", "adversary"],
+)
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, extra: list[str]) -> None:
+    run = [*RUN, *extra]
     last = _kill_after_first_checkpoint(tmp_path, run)
     state = load_checkpoint(last)
     progress = state["progress"]
@@ -87,9 +94,13 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, ema: str, mixu
     for key in ("test/acc", "test/loss", "test/acc_image", "test/acc_audio", "best_val", "steps", "epochs"):
         assert resumed["summary"][key] == full["summary"][key], key
     a, b = load_checkpoint(tmp_path / "killed" / "last.pt"), load_checkpoint(tmp_path / "full" / "last.pt")
-    for weights in ("model", *(["train_model"] if ema != "0" else [])):
+    for weights in ("model", *(["train_model"] if "train.ema.decay=0.8" in extra else [])):
         assert all(torch.equal(a[weights][k], b[weights][k]) for k in b[weights]), weights
     assert a.get("ema") == b.get("ema")
+    assert a["modules"].keys() == b["modules"].keys()
+    assert ("adversary" in b["modules"]) == (extra == ADVERSARY)
+    for name, state in b["modules"].items():  # the balancer's and the adversary's own weights
+        assert all(torch.equal(a["modules"][name][k], v) for k, v in state.items()), name
 
 
 SHORT = tiny_run({"train.epochs": 1})
