@@ -7,8 +7,9 @@ and predicts each sample's group. Its own weights descend ``weight * CE``; the g
 features is multiplied by ``-lambda_p``, so the features ascend it. As in the paper, ``lambda_p = 2 / (1 +
 exp(-gamma * p)) - 1`` with ``gamma = 10`` ramps from 0 to 1 over training progress ``p``, so the
 adversary's early, noisy signal does not disturb the features, and the classifier has one hidden layer
-(``hidden`` units, ReLU; 0: linear; the paper's digit experiments used 100 units, its Office ones two
-layers of 1024; dan's default, 64, is the width of the features it reads in ``audio_only``).
+(``hidden`` units, ReLU; 0: linear; the paper's domain classifiers range from one hidden layer of 100
+units for MNIST to two of 1024 for its larger benchmarks; dan's default, 64, is the width of the features it
+reads in ``audio_only``).
 
 Where dan differs from the paper: the paper anneals the learning rate of every weight as ``mu_0 / (1 + 10
 p)^0.75``; dan's adversary is one of the run's ``modules``, trained by their optimizer at the base learning
@@ -97,16 +98,17 @@ class GroupAdversary(nn.Module):
         target = self.sample_group[index.to(self.sample_group.device)]
         self.last_lambda = dann_coefficient(progress, self.gamma)
         feats = out.embeddings.get(self.modality)
-        present = out.presence(self.modality)
         if feats is None:  # no sample of the batch has the modality
             feats = out.logits.new_zeros(len(target), self.classifier[0].in_features)
             present = torch.zeros(len(target), dtype=torch.bool, device=feats.device)
+        else:
+            present = out.presence(self.modality)
         logits = self.classifier(reverse_gradient(feats, self.last_lambda))
         per_sample = F.cross_entropy(logits.float(), target, reduction="none")
         keep = torch.ones_like(per_sample) if present is None else present.to(per_sample.dtype)
         self._hits = ((logits.detach().argmax(-1) == target) & keep.bool()).sum()
         self._kept = keep.sum()
-        return self.weight * (per_sample * keep).sum() / keep.sum().clamp_min(1.0)
+        return self.weight * (per_sample * keep).sum() / self._kept.clamp_min(1.0)
 
 
 def build_adversary(cfg: dict[str, Any], train: Split, dim: int) -> GroupAdversary | None:
