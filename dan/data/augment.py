@@ -49,11 +49,30 @@ def augment_images(
         zoom = 1 + (torch.rand(b) * 2 - 1) * scale
         cos, sin = cos / zoom, sin / zoom
     tx, ty = (torch.rand(b) * 2 - 1) * 2 * shift / w, (torch.rand(b) * 2 - 1) * 2 * shift / h
+    displacement = elastic_displacement(b, h, w, elastic, elastic_sigma) if elastic else None
+    return resample(x, cos, sin, tx, ty, displacement)
+
+
+def resample(
+    x: Tensor, cos: Tensor, sin: Tensor, tx: Tensor, ty: Tensor, displacement: Tensor | None = None
+) -> Tensor:
+    """``x [B, C, H, W]`` (same shape) resampled through sample ``i``'s affine map ``[[cos, -sin, tx], [sin,
+    cos, ty]]`` (``[B]`` each; ``tx``, ``ty`` in ``affine_grid``'s units: 2 / W and 2 / H per pixel), plus
+    ``displacement [B, H, W, 2]`` when given; bilinear, borders replicated."""
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    if elastic:
-        grid = grid + elastic_displacement(b, h, w, elastic, elastic_sigma).to(x)
+    if displacement is not None:
+        grid = grid + displacement.to(x)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="border")
+
+
+def move_images(x: Tensor, dx: float = 0.0, dy: float = 0.0, degrees: float = 0.0) -> Tensor:
+    """Every image of ``x [B, C, H, W]`` (same shape) rotated by ``degrees`` about its centre (counter-clockwise
+    as displayed, rows running down) and moved by ``dx`` pixels right and ``dy`` pixels down: the deterministic counterpart of :func:`augment_images`'s
+    affine (the same resampling)."""
+    b, _, h, w = x.shape
+    angle = torch.full((b,), math.radians(degrees))
+    return resample(x, angle.cos(), angle.sin(), torch.full((b,), -2 * dx / w), torch.full((b,), -2 * dy / h))
 
 
 def elastic_displacement(b: int, h: int, w: int, alpha: float, sigma: float) -> Tensor:

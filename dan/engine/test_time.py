@@ -6,58 +6,107 @@
 eval:
   tta:
     audio: {freq_warp: [0.95, 1.0, 1.05]}   # mel-axis scale factors, one view each (1.0: the batch as is)
+    image: {shift: [-0.5, 0, 0.5],           # pixels: each value a view moved right and one moved down
+            rotate: [-5, 5]}                 # degrees: one view each
 ```
 
-Each view scales the modality's frequency axis by one factor (:func:`dan.data.augment.scale_axes`: the
-deterministic counterpart of training's ``augment.<m>.freq_warp``, vocal tract length perturbation); with
-several modalities listed every combination is a view. The views' log-probabilities are averaged (the
-normalised geometric mean of their probabilities), for the fused head and each modality's head alike.
+``freq_warp`` scales the frequency axis of ``[C, F, T]`` inputs (:func:`dan.data.augment.scale_axes`, the
+deterministic counterpart of training's ``augment.<m>.freq_warp``, vocal tract length perturbation);
+``shift`` and ``rotate`` move ``[C, H, W]`` inputs (:func:`dan.data.augment.move_images`, the counterpart of
+``augment.<m>.shift`` and ``rotate``). A modality's views are those of each of its keys, the unchanged batch
+once (``1.0``, ``0``); with several modalities listed every combination is a view. The views'
+log-probabilities are averaged (the normalised geometric mean of their probabilities), for the fused head and
+each modality's head alike.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from dan.batch import Transform
-from dan.data.augment import scale_axes
+from dan.data.augment import move_images, scale_axes
 from dan.errors import ConfigError
 from dan.models.output import DANOutput
 
-TTA_KEYS = ("freq_warp",)
+# key -> (what a value is, an example that validates, lowest, highest)
+TTA_KEYS: dict[str, tuple[str, str, float, float]] = {
+    "freq_warp": ("scale factors", "[0.95,1.0,1.05]", 0.5, 2.0),
+    "shift": ("pixel offsets", "[-0.5,0,0.5]", -8.0, 8.0),
+    "rotate": ("angles in degrees", "[-5,0,5]", -45.0, 45.0),
+}
 
 
-def check_tta(cfg: Mapping[str, Any] | None) -> dict[str, list[float]]:
-    """``eval.tta`` -> ``{modality: [freq_warp factors]}``; a ConfigError names a bad key or factor."""
-    factors: dict[str, list[float]] = {}
+@dataclass(frozen=True)
+class View:
+    """One deterministic view of a ``[B, C, H, W]`` batch: the frequency (height) axis scaled by ``freq``,
+    then the image rotated by ``degrees`` and moved by ``dx``, ``dy`` pixels; the default is the batch as is."""
+
+    freq: float = 1.0
+    dx: float = 0.0
+    dy: float = 0.0
+    degrees: float = 0.0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``x [B, C, H, W]`` -> the view, same shape."""
+        b = x.shape[0]
+        if self.freq != 1.0:
+            x = scale_axes(x, torch.full((b,), self.freq), torch.ones(b))
+        if self.dx or self.dy or self.degrees:
+            x = move_images(x, self.dx, self.dy, self.degrees)
+        return x
+
+
+def check_tta(cfg: Mapping[str, Any] | None) -> dict[str, list[View]]:
+    """``eval.tta`` -> ``{modality: [View]}`` (the unchanged view once, where a key lists it); a ConfigError
+    names a bad key or value and a value that validates."""
+    out: dict[str, list[View]] = {}
     for m, spec in dict(cfg or {}).items():
         if not spec:
             continue
+        spec = {k: v for k, v in spec.items() if v is not None}
         unknown = sorted(set(spec) - set(TTA_KEYS))
         if unknown:
-            raise ConfigError(f"unknown key eval.tta.{m}.{unknown[0]}; valid keys: {', '.join(TTA_KEYS)}")
-        values = spec.get("freq_warp")
-        if not isinstance(values, Sequence) or isinstance(values, str) or not values:
-            raise ConfigError(f"eval.tta.{m}.freq_warp is a list of scale factors, e.g. [0.95,1.0,1.05]; got {values!r}")
-        if any(not isinstance(v, int | float) or not 0.5 <= float(v) <= 2.0 for v in values):
-            raise ConfigError(f"eval.tta.{m}.freq_warp: every factor must lie in [0.5, 2], got {list(values)}")
-        factors[m] = [float(v) for v in values]
-    return factors
+            key = f"eval.tta.{m}.{unknown[0]}"
+            raise ConfigError(f"unknown key {key}; valid keys: {', '.join(TTA_KEYS)}; drop it with {key}=null")
+        found: list[View] = []
+        for key, values in spec.items():
+            what, example, low, high = TTA_KEYS[key]
+            if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+                raise ConfigError(f"eval.tta.{m}.{key} is a list of {what}, e.g. eval.tta.{m}.{key}={example}; got {values!r}")
+            if any(isinstance(v, bool) or not isinstance(v, int | float) or not low <= float(v) <= high for v in values):
+                raise ConfigError(
+                    f"eval.tta.{m}.{key}: every value must lie in [{low:g}, {high:g}], got {list(values)}; "
+                    f"e.g. eval.tta.{m}.{key}={example}"
+                )
+            for v in map(float, values):
+                if key == "freq_warp":
+                    found.append(View(freq=v))
+                elif key == "shift":
+                    found += [View(dx=v), View(dy=v)]
+                else:
+                    found.append(View(degrees=v))
+        out[m] = list(dict.fromkeys(found))
+    return out
 
 
-def no_frequency_axis(m: str, found: str) -> ConfigError:
-    """The error for ``eval.tta.<m>`` on inputs without a ``[C, F, T]`` layout, with the override that drops it."""
-    return ConfigError(f"eval.tta.{m} scales the frequency axis of [C, F, T] inputs; {found}: drop it with eval.tta.{m}=null")
+def no_spatial_axes(m: str, found: str) -> ConfigError:
+    """The error for ``eval.tta.<m>`` on inputs that are not ``[C, H, W]`` or ``[C, F, T]``, with the override
+    that drops it."""
+    return ConfigError(
+        f"eval.tta.{m} views need [C, H, W] or [C, F, T] inputs; {found}: drop it with eval.tta.{m}=null"
+    )
 
 
 def check_tta_inputs(cfg: Mapping[str, Any] | None, split: Any, modalities: Sequence[str]) -> None:
     """Before training: every ``eval.tta`` modality is one of the model's ``modalities`` and ``split``'s
-    samples of it (``split`` None: unchecked) are ``[C, F, T]``; a ConfigError names the key and how to drop it otherwise."""
+    samples of it (``split`` None: unchecked) are ``[C, H, W]``; a ConfigError names the key and how to drop
+    it otherwise."""
     for m in check_tta(cfg):
         if m not in modalities:
             raise ConfigError(
@@ -67,30 +116,29 @@ def check_tta_inputs(cfg: Mapping[str, Any] | None, split: Any, modalities: Sequ
         if split is not None and m in split.modalities:
             shape = list(split.batch(torch.arange(1))[m].shape[1:])
             if len(shape) != 3:
-                raise no_frequency_axis(m, f"{m} samples are {shape}")
+                raise no_spatial_axes(m, f"{m} samples are {shape}")
 
 
-def views(factors: Mapping[str, Sequence[float]]) -> list[Transform]:
-    """One batch transform per combination of the modalities' factors (``[B, C, F, T]`` inputs); none for
-    no factors (a plain forward)."""
-    names = list(factors)
+def views(per_modality: Mapping[str, Sequence[View]]) -> list[Transform]:
+    """One batch transform per combination of the modalities' views (``[B, C, H, W]`` inputs); none for no
+    views (a plain forward)."""
+    names = list(per_modality)
     if not names:
         return []
 
-    def view(combo: tuple[float, ...]) -> Transform:
+    def transform(combo: tuple[View, ...]) -> Transform:
         def apply(batch: dict[str, Tensor]) -> dict[str, Tensor]:
             out = dict(batch)
-            for m, f in zip(names, combo, strict=True):
-                if m in out and f != 1.0:
-                    x = out[m]
-                    if x.dim() != 4:
-                        raise no_frequency_axis(m, f"{m} batches are {list(x.shape)}")
-                    out[m] = scale_axes(x, torch.full((x.shape[0],), f), torch.ones(x.shape[0]))
+            for m, v in zip(names, combo, strict=True):
+                if m in out and v != View():
+                    if out[m].dim() != 4:
+                        raise no_spatial_axes(m, f"{m} batches are {list(out[m].shape)}")
+                    out[m] = v(out[m])
             return out
 
         return apply
 
-    return [view(combo) for combo in itertools.product(*(factors[m] for m in names))]
+    return [transform(combo) for combo in itertools.product(*(per_modality[m] for m in names))]
 
 
 def mean_log_probs(logits: Sequence[Tensor]) -> Tensor:
