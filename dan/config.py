@@ -135,7 +135,7 @@ class EvalConfig:
 
     split: str = "test"
     noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0])
-    tta: dict[str, Any] = field(default_factory=dict)  # test-time views per modality (dan.engine.test_time)
+    tta: dict[str, Any] | None = field(default_factory=dict)  # test-time views per modality (dan.engine.test_time); null: none
 
 
 @dataclass

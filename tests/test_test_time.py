@@ -60,6 +60,11 @@ def test_training_dan_eval_and_load_average_the_same_views(run_dir: Path, tmp_pa
     assert main(args) == 0
     plain_acc = float((plain.argmax(-1) == batch["label"]).float().mean())
     assert json.loads((tmp_path / "b" / "eval_test.json").read_text())["acc"] == pytest.approx(plain_acc, abs=1e-6)
+    # and eval.tta=null drops every modality's
+    args = ["eval", str(run_dir / "best.pt"), "eval.tta=null", "eval.noise_levels=[0]", "--out", str(tmp_path / "c")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "c" / "eval_test.json").read_text())
+    assert report["acc"] == pytest.approx(plain_acc, abs=1e-6) and report["tta"] is None
 
 
 def test_validation_is_not_augmented(run_dir: Path) -> None:
