@@ -499,21 +499,18 @@ def check_adversary(cfg: DictConfig, modalities: list[str]) -> None:
     )
 
 
-def refuse_adversary(cfg: DictConfig) -> None:
-    """A ConfigError when ``train.adversary`` is on in a recipe without class heads (Siamese, cross-modal)."""
-    if cfg.train.adversary.weight:
-        raise ConfigError(
-            f"train.adversary.weight={cfg.train.adversary.weight}: the group adversary belongs to the fusion "
-            f"recipe, not to {cfg.recipe}; set train.adversary.weight=0"
-        )
-
-
-def refuse_mixup(cfg: DictConfig) -> None:
-    """A ConfigError when ``train.mixup`` is on in a recipe whose losses take no class targets."""
+def refuse_fusion_options(cfg: DictConfig) -> None:
+    """A ConfigError when ``train.mixup`` or ``train.adversary`` is on in a recipe without class heads
+    (Siamese, cross-modal: their metric losses take no class targets and their models no group adversary)."""
     if cfg.train.mixup:
         raise ConfigError(
             f"train.mixup={cfg.train.mixup} mixes class targets, which the {cfg.recipe} recipe's "
             "metric losses do not take; set train.mixup=0"
+        )
+    if cfg.train.adversary.weight:
+        raise ConfigError(
+            f"train.adversary.weight={cfg.train.adversary.weight}: the group adversary belongs to the fusion "
+            f"recipe, not to {cfg.recipe}; set train.adversary.weight=0"
         )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from dan.config import check_data, check_verify, refuse_adversary, refuse_mixup, to_dict
+from dan.config import check_data, check_verify, refuse_fusion_options, to_dict
 from dan.data import build_data
 from dan.data.pairing import split_generator
 from dan.data.pairs import cross_modal_pairs
@@ -111,8 +111,7 @@ LOSSES = ("ntxent", "supcon")
 def validate_config(cfg: DictConfig) -> None:
     """The recipe's own checks (called by dan.config.validate): loss, mixup, model, verification; reads no
     data."""
-    refuse_mixup(cfg)
-    refuse_adversary(cfg)
+    refuse_fusion_options(cfg)
     loss, kwargs = loss_spec(to_dict(cfg.loss))
     if loss not in LOSSES:
         raise ConfigError(f"loss={loss!r} is not valid for the crossmodal recipe; valid: {', '.join(LOSSES)}")

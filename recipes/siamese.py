@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from dan.config import check_data, check_verify, refuse_adversary, refuse_mixup, to_dict
+from dan.config import check_data, check_verify, refuse_fusion_options, to_dict
 from dan.data import build_data
 from dan.data.augment import build_augment
 from dan.data.pairing import split_generator
@@ -99,8 +99,7 @@ LOSSES = ("contrastive", "triplet", "pair_bce")
 def validate_config(cfg: DictConfig) -> None:
     """The recipe's own checks (called by dan.config.validate): loss, mixup, model, verification; reads no
     data."""
-    refuse_mixup(cfg)
-    refuse_adversary(cfg)
+    refuse_fusion_options(cfg)
     loss, kwargs = loss_spec(to_dict(cfg.loss))
     if loss not in LOSSES:
         raise ConfigError(f"loss={loss!r} is not valid for the siamese recipe; valid: {', '.join(LOSSES)}")
