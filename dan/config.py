@@ -500,8 +500,14 @@ def check_adversary(cfg: DictConfig, modalities: list[str]) -> None:
 
 
 def refuse_fusion_options(cfg: DictConfig) -> None:
-    """A ConfigError when ``train.mixup`` or ``train.adversary`` is on in a recipe without class heads
-    (Siamese, cross-modal: their metric losses take no class targets and their models no group adversary)."""
+    """A ConfigError when ``train.mixup``, ``train.adversary`` or ``eval.tta`` is on in a recipe without class
+    heads (Siamese, cross-modal: their metric losses take no class targets, their models have no group
+    adversary and their tests average no class log-probabilities)."""
+    if any(to_dict(cfg.eval.tta or {}).values()):
+        raise ConfigError(
+            f"eval.tta averages class log-probabilities over views of the test batch; the {cfg.recipe} recipe "
+            "scores embeddings and has none: set eval.tta=null"
+        )
     if cfg.train.mixup:
         raise ConfigError(
             f"train.mixup={cfg.train.mixup} mixes class targets, which the {cfg.recipe} recipe's "

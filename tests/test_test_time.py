@@ -192,3 +192,14 @@ def test_a_view_of_a_batch_without_spatial_axes_names_the_fix() -> None:
     (view,) = views({"tab": [View(freq=0.9)]})
     with pytest.raises(ConfigError, match=r"eval.tta.tab views need .*; tab batches are \[2, 3\]: drop it with eval.tta.tab=null"):
         view({"tab": torch.zeros(2, 3)})
+
+
+@pytest.mark.parametrize(("config", "recipe"), [("mnist_siamese_triplet", "siamese"), ("avmnist_crossmodal", "crossmodal")])
+def test_metric_recipes_refuse_views_and_the_fix_validates(config: str, recipe: str) -> None:
+    """The Siamese and cross-modal tests score embeddings: views there would be silently ignored."""
+    from dan.config import validate
+
+    views = "eval.tta={image: {shift: [-0.5,0,0.5]}}"
+    with pytest.raises(ConfigError, match=f"the {recipe} recipe scores embeddings.*set eval.tta=null"):
+        validate(load_config(config, [views]))
+    validate(load_config(config, [views, "eval.tta=null"]))
