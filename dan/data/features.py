@@ -1,7 +1,8 @@
-"""Audio front end: fixed-length waveforms -> log-mel (or MFCC) spectrograms, and their normalisation."""
+"""Audio front end: fixed-length waveforms -> log-mel, PCEN or MFCC spectrograms, and their normalisation."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from dan.errors import ConfigError
 
-FEATURE_KINDS = ("logmel", "mfcc")
+FEATURE_KINDS = ("logmel", "mfcc", "pcen")
 
 
 MIN_RATE, MAX_RATE = 1_000, 384_000  # Hz: any real recording; outside is a corrupt or hostile header
@@ -83,8 +84,8 @@ class FeatureConfig:
 
     @property
     def num_bins(self) -> int:
-        """Feature rows: mel bands for log-mel, coefficients for MFCC."""
-        return self.n_mels if self.kind == "logmel" else self.n_mfcc
+        """Feature rows: mel bands for log-mel and PCEN, coefficients for MFCC."""
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
 
     @property
     def num_frames(self) -> int:
@@ -128,8 +129,15 @@ def add_noise_at_snr(waves: Tensor, snr_db: float, generator: torch.Generator, s
 
 def spectrogram_transform(cfg: FeatureConfig) -> torch.nn.Module:
     """The front end of ``cfg`` without padding or normalisation: ``[L]`` or ``[n, 1, L]`` waveforms ->
-    ``[num_bins, frames]`` or ``[n, 1, num_bins, frames]`` log-mel or MFCC; a log-mel is clamped ``top_db``
-    under the peak of each recording."""
+    ``[num_bins, frames]`` or ``[n, 1, num_bins, frames]`` log-mel, PCEN or MFCC; a log-mel is clamped
+    ``top_db`` under the peak of each recording."""
+    if cfg.kind == "pcen":
+        return torch.nn.Sequential(
+            torchaudio.transforms.MelSpectrogram(
+                sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, power=1.0
+            ),
+            PCEN(frames_per_second=cfg.sample_rate / cfg.hop_length),
+        )
     if cfg.kind == "logmel":
         return torch.nn.Sequential(
             torchaudio.transforms.MelSpectrogram(
@@ -144,8 +152,37 @@ def spectrogram_transform(cfg: FeatureConfig) -> torch.nn.Module:
     )
 
 
+class PCEN(torch.nn.Module):
+    """Per-channel energy normalisation (Wang, Getreuer, Hughes, Lyon & Saurous, ICASSP 2017, eq. 1) with
+    librosa's defaults: ``E`` a mel magnitude spectrogram ``[..., F, T]`` scaled by 2**31 (float audio in
+    [-1, 1] read as 32-bit integers, as librosa advises), ``M`` its first-order IIR smoothing over time with
+    ``s`` from a 0.4 s time constant (librosa's rule ``(sqrt(1 + 4 T^2) - 1) / (2 T^2)``, ``T`` in frames), the
+    filter started at its steady state for the first frame (``M[0] = E[0]``), then
+    ``(E / (eps + M)^alpha + delta)^r - delta^r`` with alpha 0.98, delta 2, r 0.5, eps 1e-6. Fixed, not
+    trained (the paper also learns the parameters)."""
+
+    def __init__(
+        self, frames_per_second: float, time_constant: float = 0.4, alpha: float = 0.98, delta: float = 2.0,
+        r: float = 0.5, eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        t = time_constant * frames_per_second
+        self.s = (math.sqrt(1 + 4 * t**2) - 1) / (2 * t**2)
+        self.alpha, self.delta, self.r, self.eps = alpha, delta, r, eps
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """``[..., F, T]`` mel magnitudes -> ``[..., F, T]`` PCEN."""
+        e = mel.double() * 2.0**31
+        m = torch.empty_like(e)
+        m[..., 0] = e[..., 0]
+        for t in range(1, e.shape[-1]):
+            m[..., t] = (1 - self.s) * m[..., t - 1] + self.s * e[..., t]
+        out = (e / (self.eps + m) ** self.alpha + self.delta) ** self.r - self.delta**self.r
+        return out.to(mel.dtype)
+
+
 def compute_features(waves: Tensor, cfg: FeatureConfig, batch_size: int = 512) -> Tensor:
-    """``[N, num_samples]`` waveforms -> ``[N, 1, num_bins, num_frames]`` log-mel or MFCC features."""
+    """``[N, num_samples]`` waveforms -> ``[N, 1, num_bins, num_frames]`` log-mel, PCEN or MFCC features."""
     transform = spectrogram_transform(cfg)
     chunks = []
     with torch.no_grad():

@@ -281,7 +281,7 @@ class ImageReader(Reader):
 class AudioReader(Reader):
     """Recordings (WAV, FLAC, OGG; any rate, any channel count) -> features ``[1, bins, frames]``.
 
-    ``features``: :class:`dan.data.features.FeatureConfig` keys (``sample_rate``, ``kind`` logmel|mfcc,
+    ``features``: :class:`dan.data.features.FeatureConfig` keys (``sample_rate``, ``kind`` logmel|pcen|mfcc,
     ``duration_s``, ``n_fft``, ``hop_length``, ``n_mels``, ``n_mfcc``, ``top_db``); recordings are resampled
     to ``sample_rate``, averaged to mono and padded or cut to ``duration_s``. Statistics: mean and std per
     feature row (mel band), over the training split.
