@@ -104,6 +104,7 @@ def test_image_views_move_and_rotate_the_batch_as_training_does() -> None:
     from dan.engine.test_time import View, check_tta, views
 
     got = check_tta({"image": {"shift": [-1, 0, 1], "rotate": [0, 5]}})["image"]
+    assert check_tta({"image": {"shift": None}, "audio": None}) == {}  # keys set to null leave no views
     assert got == [View(dx=-1), View(dy=-1), View(), View(dx=1), View(dy=1), View(degrees=5)]
     x = torch.zeros(2, 1, 9, 9)
     x[:, 0, 4, 6] = 1.0  # right of the centre

@@ -91,7 +91,8 @@ def check_tta(cfg: Mapping[str, Any] | None) -> dict[str, list[View]]:
                     found += [View(dx=v), View(dy=v)]
                 else:
                     found.append(View(degrees=v))
-        out[m] = list(dict.fromkeys(found))
+        if found:
+            out[m] = list(dict.fromkeys(found))
     return out
 
 
