@@ -68,8 +68,8 @@ def resample(
 
 def move_images(x: Tensor, dx: float = 0.0, dy: float = 0.0, degrees: float = 0.0) -> Tensor:
     """Every image of ``x [B, C, H, W]`` (same shape) rotated by ``degrees`` about its centre (counter-clockwise
-    as displayed, rows running down) and moved by ``dx`` pixels right and ``dy`` pixels down: the deterministic counterpart of :func:`augment_images`'s
-    affine (the same resampling)."""
+    as displayed, rows running down) and moved by ``dx`` pixels right and ``dy`` pixels down: the deterministic
+    counterpart of :func:`augment_images`'s affine (the same resampling)."""
     b, _, h, w = x.shape
     angle = torch.full((b,), math.radians(degrees))
     return resample(x, angle.cos(), angle.sin(), torch.full((b,), -2 * dx / w), torch.full((b,), -2 * dy / h))
