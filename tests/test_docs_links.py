@@ -13,9 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "bench").glob("*.md"))]
 
 
+def without_fences(text: str) -> str:
+    """``text`` without fenced code blocks."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
 def prose(text: str) -> str:
     """``text`` without fenced code blocks and inline code spans."""
-    return re.sub(r"`[^`\n]*`", "", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M))
+    return re.sub(r"`[^`\n]*`", "", without_fences(text))
 
 
 def slug(heading: str) -> str:
@@ -27,7 +32,7 @@ def anchors(page: Path) -> set[str]:
     """The anchors of ``page``'s headings."""
     seen: dict[str, int] = {}
     out = set()
-    for heading in re.findall(r"^#{1,6} (.+)$", re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M), re.M):
+    for heading in re.findall(r"^#{1,6} (.+)$", without_fences(page.read_text()), re.M):
         s = slug(heading)
         out.add(f"{s}-{seen[s]}" if s in seen else s)
         seen[s] = seen.get(s, 0) + 1

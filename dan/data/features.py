@@ -158,8 +158,10 @@ class PCEN(torch.nn.Module):
     [-1, 1] read as 32-bit integers, as librosa advises), ``M`` its first-order IIR smoothing over time with
     ``s`` from a 0.4 s time constant (librosa's rule ``(sqrt(1 + 4 T^2) - 1) / (2 T^2)``, ``T`` in frames), the
     filter started at its steady state for the first frame (``M[0] = E[0]``), then
-    ``(E / (eps + M)^alpha + delta)^r - delta^r`` with alpha 0.98, delta 2, r 0.5, eps 1e-6. Fixed, not
-    trained (the paper also learns the parameters)."""
+    ``(E / (eps + M)^alpha + delta)^r - delta^r`` with alpha 0.98, delta 2, r 0.5, eps 1e-6. Where it differs
+    from the paper: the parameters are fixed, not trained (the paper also learns them), and the frames are
+    the front end's (32 ms every 16 ms by default, against the paper's 25 ms every 10 ms); the time constant
+    is kept in seconds, so ``s`` follows the frame rate."""
 
     def __init__(
         self, frames_per_second: float, time_constant: float = 0.4, alpha: float = 0.98, delta: float = 2.0,
