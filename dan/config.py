@@ -134,7 +134,7 @@ class EvalConfig:
     """``eval.*``: what ``dan eval`` and the end of training measure."""
 
     split: str = "test"
-    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0])
+    noise_levels: list[float] | None = None  # null: the recipe's own (fusion: dan.engine.evaluate.NOISE_LEVELS)
     tta: dict[str, Any] | None = field(default_factory=dict)  # test-time views per modality (dan.engine.test_time); null: none
 
 
@@ -500,13 +500,24 @@ def check_adversary(cfg: DictConfig, modalities: list[str]) -> None:
 
 
 def refuse_fusion_options(cfg: DictConfig) -> None:
-    """A ConfigError when ``train.mixup``, ``train.adversary`` or ``eval.tta`` is on in a recipe without class
-    heads (Siamese, cross-modal: their metric losses take no class targets, their models have no group
-    adversary and their tests average no class log-probabilities)."""
+    """A ConfigError when ``train.mixup``, ``train.adversary``, ``eval.tta`` or ``eval.noise_levels`` is on, or
+    ``eval.split`` is not ``test``, in a recipe without class heads (Siamese, cross-modal: their metric losses
+    take no class targets, their models have no group adversary, their tests average no class log-probabilities,
+    sweep no noise and score the test pairs at the val-chosen threshold)."""
     if any(to_dict(cfg.eval.tta or {}).values()):
         raise ConfigError(
             f"eval.tta averages class log-probabilities over views of the test batch; the {cfg.recipe} recipe "
             "scores embeddings and has none: set eval.tta=null"
+        )
+    if cfg.eval.noise_levels is not None:
+        raise ConfigError(
+            f"eval.noise_levels={list(cfg.eval.noise_levels)} sweeps the fused accuracy against noise; the "
+            f"{cfg.recipe} recipe scores pairs of embeddings and has no such sweep: set eval.noise_levels=null"
+        )
+    if cfg.eval.split != "test":
+        raise ConfigError(
+            f"eval.split={cfg.eval.split!r}: the {cfg.recipe} recipe chooses its threshold on the val pairs and "
+            "scores it on the test pairs (verify.test_pairs); set eval.split=test"
         )
     if cfg.train.mixup:
         raise ConfigError(

@@ -141,7 +141,7 @@ class FusionTask(BaseTask):
         present = [m for m in self.modalities if m in self.splits[split].modalities]
         robust = robustness(
             model, lambda: engine.loader(self.splits[split]), self.model.num_classes, present,
-            engine.device, list(cfg.eval.noise_levels), seed=cfg.seed,
+            engine.device, cfg.eval.noise_levels, seed=cfg.seed,
         )
         shares = contributions(
             model, lambda: engine.loader(self.splits[split]), self.model.num_classes, present,

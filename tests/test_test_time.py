@@ -204,3 +204,20 @@ def test_metric_recipes_refuse_views_and_the_fix_validates(config: str, recipe: 
     with pytest.raises(ConfigError, match=f"the {recipe} recipe scores embeddings.*set eval.tta=null"):
         validate(load_config(config, [views]))
     validate(load_config(config, [views, "eval.tta=null"]))
+
+
+@pytest.mark.parametrize(("config", "recipe"), [("mnist_siamese_triplet", "siamese"), ("avmnist_crossmodal", "crossmodal")])
+@pytest.mark.parametrize(
+    ("option", "message", "fix"),
+    [
+        ("eval.noise_levels=[0,1]", r"eval.noise_levels=\[0.0, 1.0\] sweeps .* no such sweep: set eval.noise_levels=null", "eval.noise_levels=null"),
+        ("eval.split=val", r"eval.split='val': the {recipe} recipe chooses its threshold .*set eval.split=test", "eval.split=test"),
+    ],
+)
+def test_metric_recipes_refuse_noise_and_other_splits(config: str, recipe: str, option: str, message: str, fix: str) -> None:
+    """Both were silently ignored by the verification recipes; the printed fix validates when pasted."""
+    from dan.config import validate
+
+    with pytest.raises(ConfigError, match=message.format(recipe=recipe)):
+        validate(load_config(config, [option]))
+    validate(load_config(config, [option, fix]))

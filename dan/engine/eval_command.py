@@ -66,7 +66,7 @@ def evaluate_checkpoint(
     result = evaluate(model, batches(), num_classes, mods, device)
     present = [m for m in mods if m in split.modalities]
     robust = robustness(
-        model, batches, num_classes, present, device, list(cfg.eval.noise_levels), seed=cfg.seed
+        model, batches, num_classes, present, device, cfg.eval.noise_levels, seed=cfg.seed
     )
     report = {
         "checkpoint": str(checkpoint),

@@ -19,6 +19,8 @@ from dan.engine.trainer import autocast, to_device
 from dan.metrics.contribution import imbalance_degree, shapley_values
 from dan.models.output import DANOutput
 
+NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0, 4.0)  # Gaussian noise std (normalised units) swept when eval.noise_levels is null
+
 
 @dataclass
 class EvalResult:
@@ -169,10 +171,11 @@ def robustness(
     num_classes: int,
     modalities: Sequence[str],
     device: torch.device,
-    noise_levels: Sequence[float],
+    noise_levels: Sequence[float] | None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Fused accuracy with each modality removed, and against noise std per modality.
+    """Fused accuracy with each modality removed, and against noise std per modality (``noise_levels``;
+    None: :data:`NOISE_LEVELS`).
 
     Returns ``{"without": {m: acc}, "noise": {m: [{"std": s, "acc": a}, ...]}}``; ``make_batches`` gives a
     fresh iterable of the split's batches per pass.
@@ -185,7 +188,7 @@ def robustness(
     noise: dict[str, list[dict[str, float]]] = {}
     for m in modalities:
         noise[m] = []
-        for std in noise_levels:
+        for std in NOISE_LEVELS if noise_levels is None else noise_levels:
             r = evaluate(
                 model, make_batches(), num_classes, modalities, device, transform=add_noise(m, std, seed)
             )
