@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,24 @@ def test_eval_writes_json_and_plots(
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and f"imbalance degree {shares['imbalance']:.3f}" in printed
+
+
+def test_eval_without_out_writes_a_new_folder_each_time(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The training run's own test plots and an earlier evaluation's report are never overwritten."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("best.pt", "confusion_test.png"):
+        shutil.copy(run_dir / name, run / name)
+    plot = (run / "confusion_test.png").read_bytes()
+    assert main(["eval", str(run / "best.pt"), "eval.noise_levels=[0.0]"]) == 0
+    assert main(["eval", str(run / "best.pt"), "eval.noise_levels=[0.0,3.0]"]) == 0
+    assert (run / "confusion_test.png").read_bytes() == plot
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["eval-best-test", "eval-best-test-2"]
+    noise = [json.loads((run / d / "eval_test.json").read_text())["noise"]["image"] for d in ("eval-best-test", "eval-best-test-2")]
+    assert [len(n) for n in noise] == [1, 2]
+    assert str(run / "eval-best-test-2" / "confusion_test.png") in capsys.readouterr().out
 
 
 def test_eval_other_split_and_bad_override(

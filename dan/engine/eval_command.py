@@ -1,5 +1,6 @@
 """``dan eval CHECKPOINT [key=value ...]``: accuracy (fused, per modality, per class), confusion matrix,
-accuracy with each modality removed and against noise; JSON + PNG plots in the run directory.
+accuracy with each modality removed and against noise; JSON + PNG plots in a new folder beside the
+checkpoint (or ``--out DIR``).
 
 The data is normalised with the checkpoint's stored preprocessing, and only the evaluated split is read,
 so ``data.root=PATH`` may point at a root that holds nothing but test files."""
@@ -15,6 +16,7 @@ from dan.config import from_dict, merge, to_dict, validate
 from dan.data import TensorBatchLoader, build_data
 from dan.engine.distributed import select_device
 from dan.engine.evaluate import contributions, evaluate, robustness
+from dan.engine.run_folder import claim_free_folder
 from dan.engine.test_time import with_tta
 from dan.errors import ConfigError
 from dan.logging.plots import plot_classification_report
@@ -31,14 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data.root=PATH data.splits.test.mnist=... eval.split=val eval.noise_levels=[0,1]",
     )
     parser.add_argument(
-        "--out", default=None, help="folder for eval.json and the plots (default: the checkpoint's folder)"
+        "--out",
+        default=None,
+        help="folder for eval_<split>.json and the plots (default: a new folder eval-<checkpoint>-<split> beside "
+        "the checkpoint, -2, -3, ... when taken)",
     )
 
 
 def evaluate_checkpoint(
     checkpoint: str | Path, overrides: list[str], out: Path | None = None
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on its data config with ``overrides``; writes and returns the report."""
+    """Evaluate ``checkpoint`` on its data config with ``overrides``; writes and returns the report.
+
+    The report and plots go to ``out``, or by default to a new folder ``eval-<checkpoint stem>-<split>`` beside
+    the checkpoint (``-2``, ``-3``, ... when an earlier evaluation took it): never over the training run's own
+    test plots or an earlier evaluation's files."""
     from dan.api import load
 
     bad = [o for o in overrides if not o.startswith(ALLOWED)]
@@ -82,8 +91,12 @@ def evaluate_checkpoint(
         ),
         "noise": robust["noise"],
     }
-    out = Path(out) if out else Path(checkpoint).parent
-    out.mkdir(parents=True, exist_ok=True)
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        ckpt = Path(checkpoint)
+        out = claim_free_folder(ckpt.parent / f"eval-{ckpt.stem}-{split_name}")
     (out / f"eval_{split_name}.json").write_text(json.dumps(report, indent=1))
     plots = plot_classification_report(result, robust, out, split_name, str(cfg.run_name))
     report["files"] = sorted([str(out / f"eval_{split_name}.json"), *(str(p) for p in plots.values())])

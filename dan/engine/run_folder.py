@@ -125,6 +125,15 @@ def _create(path: Path) -> bool:
     return True
 
 
+def claim_free_folder(base: Path, start: int = 1) -> Path:
+    """Create and return the first of ``base``, ``base-2``, ``base-3``, ... (from number ``start``; 1 is
+    ``base`` itself) that does not exist yet, with an atomic ``mkdir``: two processes never get the same folder."""
+    n = start
+    while not _create(candidate := base if n == 1 else base.with_name(f"{base.name}-{n}")):
+        n += 1
+    return candidate
+
+
 def claim_run_folder(output_dir: str | os.PathLike[str], run_name: str, *, resume: str | None = None,
                      overwrite: bool = False) -> RunFolder:
     """Create (or, for ``resume``, reopen) the run's folder, lock it and check it is writable.
@@ -159,13 +168,9 @@ def claim_run_folder(output_dir: str | os.PathLike[str], run_name: str, *, resum
             for png in base.glob("*.png"):
                 png.unlink()
         return RunFolder(base, "", handle)
-    n = 2
-    while True:
-        candidate = base.with_name(f"{run_name}-{n}")
-        if _create(candidate):
-            note = (
-                f"{base} {why}, so this one writes to {candidate} (resume={base / 'last.pt'} "
-                f"continues that run; overwrite=true replaces it)"
-            )
-            return RunFolder(candidate, note, _lock(candidate))
-        n += 1
+    candidate = claim_free_folder(base, start=2)
+    note = (
+        f"{base} {why}, so this one writes to {candidate} (resume={base / 'last.pt'} "
+        f"continues that run; overwrite=true replaces it)"
+    )
+    return RunFolder(candidate, note, _lock(candidate))
