@@ -122,7 +122,7 @@ def test_manifest_walkthrough_of_the_docs(tmp_path: Path) -> None:
     # 3. evaluate the best checkpoint on its test split
     out = dan(shlex.split(evaluate)[1:], tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads((tmp_path / "runs" / "my_data" / "eval_test.json").read_text())
+    report = json.loads((tmp_path / "runs" / "my_data" / "eval-best-test" / "eval_test.json").read_text())
     assert report["acc"] == summary["test/acc"] and set(report["modality_acc"]) == {"audio", "image", "vector"}
 
     # 4. ... and on new data: a manifest of test rows only, in another folder
@@ -130,7 +130,7 @@ def test_manifest_walkthrough_of_the_docs(tmp_path: Path) -> None:
     write_manifest(tmp_path / "new_recordings" / "manifest.csv", new_rows, {"split": "test"})
     out = dan(shlex.split(evaluate_new)[1:], tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads((tmp_path / "runs" / "my_data" / "eval_test.json").read_text())
+    report = json.loads((tmp_path / "runs" / "my_data" / "eval-best-test-2" / "eval_test.json").read_text())
     assert report["num_samples"] == 12 and report["acc"] >= 0.75, report
 
     # 5. predict from the three files of sample 0001
