@@ -390,10 +390,9 @@ def validate(cfg: DictConfig) -> None:
 
     check_run_name(str(cfg.run_name))
     _check_recipe(cfg.recipe)
-    check_data(cfg)
-    from dan.data.augment import build_augment
+    from dan.data.augment import check_augment
 
-    build_augment(to_dict(cfg.augment))
+    check_augment(to_dict(cfg.augment), check_data(cfg).input_shapes())
     from dan.engine.test_time import check_tta
 
     check_tta(to_dict(cfg.eval.tta))

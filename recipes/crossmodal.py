@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from dan.config import check_data, check_verify, refuse_fusion_options, to_dict
 from dan.data import build_data
+from dan.data.augment import build_augment
 from dan.data.pairing import split_generator
 from dan.data.pairs import cross_modal_pairs
 from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
@@ -48,6 +49,7 @@ class CrossModalTask(BaseTask):
         name, kwargs = loss_spec(to_dict(cfg.loss))
         self.loss_fn = build_metric_loss(name, **kwargs)
         self.modules = {"loss": self.loss_fn}
+        self.augment = build_augment(to_dict(cfg.augment))
         self.train_batches = engine.loader(train, shuffle=True, drop_last=True)
         self.used = {s: self._used_rows(s) for s in ("val", "test")}
         self.evaluator = PairEvaluator.for_engine(
@@ -83,6 +85,7 @@ class CrossModalTask(BaseTask):
 
     def training_step(self, engine: Engine, batch: dict[str, Any]) -> StepOutput:
         keep = batch[f"{self.left}_mask"] & batch[f"{self.right}_mask"]
+        batch = self.augment(batch)
         emb = engine.forward({m: batch[m][keep] for m in (self.left, self.right)})
         y = batch["label"][keep]
         a, b = emb[self.left], emb[self.right]

@@ -193,3 +193,12 @@ def test_a_modality_set_to_null_is_not_augmented_and_draws_nothing() -> None:
     after = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(after, torch.rand(3))  # the RNG is where the seed left it
+
+
+def test_augment_naming_no_modality_of_the_data_is_refused_and_the_fix_validates() -> None:
+    """A typo such as ``augment.imgae`` was silently left alone, training without the augmentation."""
+    from dan.config import load_config
+
+    with pytest.raises(ConfigError, match=r"augment.imgae names no modality of the data \(audio, image\).*augment.imgae=null"):
+        load_config("avmnist_concat_offline", ["augment.imgae={shift: 2}"])
+    load_config("avmnist_concat_offline", ["augment.imgae={shift: 2}", "augment.imgae=null"])

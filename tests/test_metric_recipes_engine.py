@@ -40,6 +40,9 @@ loss: {name: supcon, temperature: 0.1, learnable_temperature: true}
 verify: {threshold: eer, val_pairs: 100, test_pairs: 100}
 optimizer: {name: adamw, lr: 0.003}
 train: {early_stopping: {metric: val/auc, mode: max}}
+augment:
+  image: {shift: 1}
+  audio: {noise: 0.05}
 """
 
 
@@ -123,3 +126,19 @@ def test_torchrun_two_processes(configs: dict[str, list[str]], tmp_path: Path, r
     assert sum("val/auc" in r and "epoch" in r for r in records) == 3  # rank 0 alone writes
     state = load_checkpoint(tmp_path / "ddp" / "best.pt")
     assert state["verification"]["threshold"] == res["summary"]["threshold"]
+
+
+def test_crossmodal_trains_on_augmented_batches(configs: dict[str, list[str]], tmp_path: Path) -> None:
+    """``augment.*`` was silently ignored by the cross-modal recipe: with it, the same seed's first step now
+    sees other inputs, and without it (``augment.<m>=null``) the run is the plain one."""
+    from dan.cli import main
+
+    off = ["augment.image=null", "augment.audio=null"]
+    first = {}
+    for name, extra in (("aug", []), ("plain", off), ("plain_again", off)):
+        args = [*configs["crossmodal"], *COMMON, "train.epochs=1", "quiet=true", f"output_dir={tmp_path}", f"run_name={name}"]
+        assert main(["train", *args, *extra]) == 0
+        rows = [json.loads(r) for r in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        first[name] = next(r["train/loss"] for r in rows if "train/loss" in r)
+    assert first["plain"] == first["plain_again"]
+    assert first["aug"] != first["plain"]

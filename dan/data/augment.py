@@ -15,7 +15,7 @@ recipes apply them to training batches only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import torch
@@ -191,3 +191,15 @@ def build_augment(cfg: Mapping[str, Any] | None) -> Callable[[Mapping[str, Tenso
         return out
 
     return apply
+
+
+def check_augment(cfg: Mapping[str, Any] | None, modalities: Collection[str]) -> None:
+    """The ``augment`` config's keys (:func:`build_augment`) and its modalities: one with a spec that the data
+    does not give (a typo, ``augment.imgae``) would be silently left alone; a ConfigError names it instead."""
+    build_augment(cfg)
+    unknown = sorted(m for m, spec in dict(cfg or {}).items() if spec and m not in modalities)
+    if unknown:
+        raise ConfigError(
+            f"augment.{unknown[0]} names no modality of the data ({', '.join(sorted(modalities))}): fix the name "
+            f"or drop it with augment.{unknown[0]}=null"
+        )
