@@ -499,10 +499,11 @@ def check_adversary(cfg: DictConfig, modalities: list[str]) -> None:
 
 
 def refuse_fusion_options(cfg: DictConfig) -> None:
-    """A ConfigError when ``train.mixup``, ``train.adversary``, ``eval.tta`` or ``eval.noise_levels`` is on, or
-    ``eval.split`` is not ``test``, in a recipe without class heads (Siamese, cross-modal: their metric losses
-    take no class targets, their models have no group adversary, their tests average no class log-probabilities,
-    sweep no noise and score the test pairs at the val-chosen threshold)."""
+    """A ConfigError when ``train.mixup``, ``train.adversary``, ``eval.tta``, ``eval.noise_levels`` or a balancer
+    other than ``static`` is on, or ``eval.split`` is not ``test``, in a recipe without class heads (Siamese,
+    cross-modal: their metric losses take no class targets, their models have no group adversary and one loss
+    to balance, their tests average no class log-probabilities, sweep no noise and score the test pairs at the
+    val-chosen threshold)."""
     if any(to_dict(cfg.eval.tta or {}).values()):
         raise ConfigError(
             f"eval.tta averages class log-probabilities over views of the test batch; the {cfg.recipe} recipe "
@@ -517,6 +518,13 @@ def refuse_fusion_options(cfg: DictConfig) -> None:
         raise ConfigError(
             f"eval.split={cfg.eval.split!r}: the {cfg.recipe} recipe chooses its threshold on the val pairs and "
             "scores it on the test pairs (verify.test_pairs); set eval.split=test"
+        )
+    balancer = to_dict(cfg.balancer)
+    if balancer != {"name": "static"}:
+        fix = "balancer.name=static" if set(balancer) == {"name"} else "balancer=static"  # a dotted override wins
+        raise ConfigError(
+            f"balancer={balancer} weighs the fusion recipe's per-modality losses; the {cfg.recipe} recipe trains "
+            f"one loss: set {fix}"
         )
     if cfg.train.mixup:
         raise ConfigError(

@@ -212,10 +212,12 @@ def test_metric_recipes_refuse_views_and_the_fix_validates(config: str, recipe: 
     [
         ("eval.noise_levels=[0,1]", r"eval.noise_levels=\[0.0, 1.0\] sweeps .* no such sweep: set eval.noise_levels=null", "eval.noise_levels=null"),
         ("eval.split=val", r"eval.split='val': the {recipe} recipe chooses its threshold .*set eval.split=test", "eval.split=test"),
+        ("balancer.name=gradnorm", r"balancer=\{{'name': 'gradnorm'\}} weighs .* the {recipe} recipe trains one loss: set balancer.name=static", "balancer.name=static"),
+        ("balancer=gradnorm", r"balancer=\{{'name': 'gradnorm', 'alpha': 1.5\}} weighs .*set balancer=static", "balancer=static"),
     ],
 )
-def test_metric_recipes_refuse_noise_and_other_splits(config: str, recipe: str, option: str, message: str, fix: str) -> None:
-    """Both were silently ignored by the verification recipes; the printed fix validates when pasted."""
+def test_metric_recipes_refuse_noise_other_splits_and_balancers(config: str, recipe: str, option: str, message: str, fix: str) -> None:
+    """Each was silently ignored by the verification recipes; the printed fix validates when pasted."""
     from dan.config import validate
 
     with pytest.raises(ConfigError, match=message.format(recipe=recipe)):
