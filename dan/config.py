@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -535,6 +535,24 @@ def refuse_fusion_options(cfg: DictConfig) -> None:
         raise ConfigError(
             f"train.adversary.weight={cfg.train.adversary.weight}: the group adversary belongs to the fusion "
             f"recipe, not to {cfg.recipe}; set train.adversary.weight=0"
+        )
+
+
+def refuse_metric_options(cfg: DictConfig) -> None:
+    """A ConfigError when ``loss`` or a ``verify.*`` key other than its default is set in the fusion recipe,
+    which trains cross-entropy on class heads and verifies no pairs (both were silently ignored)."""
+    if cfg.loss is not None:
+        raise ConfigError(
+            f"loss={to_dict(cfg.loss)} picks the metric loss of the siamese and crossmodal recipes; the "
+            f"{cfg.recipe} recipe trains cross-entropy on its class heads: set loss=null"
+        )
+    defaults = asdict(VerifyConfig())
+    changed = {k: v for k, v in to_dict(cfg.verify).items() if defaults.get(k) != v}
+    if changed:
+        key = next(iter(changed))
+        raise ConfigError(
+            f"verify.{key}={changed[key]!r} sets pair verification of the siamese and crossmodal recipes; the "
+            f"{cfg.recipe} recipe verifies no pairs: set verify.{key}={defaults[key]}"
         )
 
 

@@ -16,7 +16,15 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dan.config import check_adversary, check_balancer, check_mixup, check_model, check_stop_metric, to_dict
+from dan.config import (
+    check_adversary,
+    check_balancer,
+    check_mixup,
+    check_model,
+    check_stop_metric,
+    refuse_metric_options,
+    to_dict,
+)
 from dan.data import build_data
 from dan.data.augment import build_augment
 from dan.data.loader import check_finite_inputs, check_num_classes
@@ -164,7 +172,8 @@ class FusionTask(BaseTask):
 
 def validate_config(cfg: DictConfig) -> None:
     """The recipe's own checks (called by dan.config.validate): model, balancer, mixup, adversary,
-    early-stopping metric."""
+    early-stopping metric, and no metric-recipe options."""
+    refuse_metric_options(cfg)
     modalities = check_model(cfg)
     check_balancer(cfg, modalities)
     check_mixup(cfg)

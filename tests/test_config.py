@@ -153,3 +153,18 @@ def test_unknown_key_in_a_yaml_file(tmp_path: Path) -> None:
     path.write_text(find_config("quickstart").read_text().replace("  epochs: 3", "  epochz: 3"))
     with pytest.raises(ConfigError, match=r"^unknown config key 'train.epochz'; valid keys under 'train': absent_modalities, adversary, amp"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("option", "message", "fix"),
+    [
+        ("loss=triplet", "loss=triplet picks the metric loss .* the fusion recipe trains cross-entropy .*set loss=null", "loss=null"),
+        ("verify.threshold=far", "verify.threshold='far' sets pair verification .*set verify.threshold=eer", "verify.threshold=eer"),
+        ("verify.test_pairs=10", "verify.test_pairs=10 sets pair verification .*set verify.test_pairs=4000", "verify.test_pairs=4000"),
+    ],
+)
+def test_fusion_refuses_metric_recipe_options_and_the_fix_validates(option: str, message: str, fix: str) -> None:
+    """``loss`` and ``verify.*`` belong to the Siamese and cross-modal recipes; the fusion recipe ignored them."""
+    with pytest.raises(ConfigError, match=message):
+        load_config("avmnist_concat_offline", [option])
+    load_config("avmnist_concat_offline", [option, fix])
