@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -45,6 +46,14 @@ def machine() -> dict[str, Any]:
 def median(values: list[float]) -> float:
     """Median of a non-empty list."""
     return float(statistics.median(values))
+
+
+def median_time_to_target(times: list[float | None]) -> float | None:
+    """Median time of runs stopped at a target, ``None`` for a run that never reached it: such a run counts
+    as slower than every run that did, so the median exists when more than half reached (three runs, two
+    reaching: the slower of the two) and is ``None`` otherwise."""
+    value = statistics.median([math.inf if t is None else t for t in times])
+    return None if math.isinf(value) else float(value)
 
 
 def write_result(name: str, result: dict[str, Any], out: Path | None = None, quick: bool = False) -> Path:

@@ -1,7 +1,10 @@
 """Baseline: a plain PyTorch CNN on the offline MNIST split, the yardstick for dan's image tower.
 
 conv 32-32-pool-64-64-pool (3x3, BatchNorm, ReLU), flatten, FC 128, dropout 0.5, FC 10; AdamW with a
-one-cycle schedule, 12 epochs, batch 128, no augmentation; trained on ``test[:7000]`` and scored on
+one-cycle schedule peaking at ``--lr`` (default 1e-2), 12 epochs, batch 128, no augmentation, as issue 12
+describes it. The issue names no learning rate; on seed 0, 1e-3 and 3e-3 peak at 99.30% and 99.45% and never
+reach the issue's 99.55%, 1e-2 reaches 99.55% (docs/results.md), so the yardstick is the strongest of the
+three (chosen on the test score, which can only flatter the baseline). Trained on ``test[:7000]`` and scored on
 ``test[8000:]`` after every epoch (the clock stops the first time it reaches ``--target``; the score never
 steers training). Inputs are standardised with the training images' mean and std.
 
@@ -22,6 +25,8 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+
+LR = 1e-2
 
 
 def plain_cnn() -> nn.Module:
@@ -57,16 +62,16 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     return float((pred == y).float().mean())
 
 
-def run(seed: int, epochs: int, target: float, root: str | None, stop_at_target: bool = False) -> dict:
-    """Train one seed; ``reached_time`` is the ``time.time()`` at which the test accuracy first reached
-    ``target`` (None if never); ``stop_at_target`` ends training there."""
+def run(seed: int, epochs: int, target: float, root: str | None, lr: float = LR, stop_at_target: bool = False) -> dict:
+    """Train one seed at one-cycle peak rate ``lr``; ``reached_time`` is the ``time.time()`` at which the
+    test accuracy first reached ``target`` (None if never); ``stop_at_target`` ends training there."""
     torch.manual_seed(seed)
     started = time.perf_counter()
     xtr, ytr, xte, yte = load(root)
     model = plain_cnn()
     steps = epochs * -(-len(xtr) // 128)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.2)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
     g = torch.Generator().manual_seed(seed)
     accs, reached_at, reached_time, train_s = [], None, None, 0.0
     for _ in range(epochs):
@@ -99,26 +104,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--target", type=float, default=0.995)
+    parser.add_argument("--lr", type=float, default=LR, help="one-cycle peak learning rate")
     parser.add_argument("--root", default=None, help="data root (default $DAN_DATA)")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     common.set_threads(args.threads)
     if args.child is not None:  # one seed, stopped at the target, for bench/time_to_accuracy.py --baseline
-        print(json.dumps(run(args.child, args.epochs, args.target, args.root, stop_at_target=True)), flush=True)
+        print(json.dumps(run(args.child, args.epochs, args.target, args.root, args.lr, stop_at_target=True)), flush=True)
         return
     if args.quick:
         args.repeats, args.epochs = 1, 1
-    runs = [run(seed, args.epochs, args.target, args.root) for seed in range(args.repeats)]
+    runs = [run(seed, args.epochs, args.target, args.root, args.lr) for seed in range(args.repeats)]
     for r in runs:
         print(json.dumps(r))
-    reached = [r["time_to_target_s"] for r in runs if r["time_to_target_s"] is not None]
     result = {
         "model": "conv32-32-pool-64-64-pool, BN, FC128, dropout 0.5 (plain PyTorch)",
         "epochs": args.epochs,
+        "lr": args.lr,
         "target_acc": args.target,
         "runs": runs,
         "final_test_acc_mean": sum(r["final_test_acc"] for r in runs) / len(runs),
-        "time_to_target_median_s": common.median(reached) if len(reached) == len(runs) else None,
+        "time_to_target_median_s": common.median_time_to_target([r["time_to_target_s"] for r in runs]),
     }
     common.save("plain_cnn", args, result)
 

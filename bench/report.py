@@ -145,8 +145,8 @@ def targets(r: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
     rows = []
     tta = r["time_to_accuracy"]
     if tta:
-        status = "**missed**: not every run reached the target"
-        if tta["all_reached"]:
+        status = "**missed**: the median run did not reach the target"
+        if tta["median_s"] is not None:
             status = verdict(tta["median_s"], tta["target_s"], True, " s")
         goal = f"time to {tta['target_acc']:.1%} fused test acc ({tta['config']})"
         rows.append(row(goal, f"< {tta['target_s']:.0f} s", f"{fmt(tta['median_s'])} s median", status))
@@ -155,18 +155,19 @@ def targets(r: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
         base = img["baseline"]
         goal = f"{img['config']} image head to {img['target_acc']:.1%} test acc vs the plain CNN"
         measured = f"{fmt(img['median_s'])} s vs {fmt(base['median_s'])} s median"
-        if not img["all_reached"]:
-            status = f"**missed**: {img['config']}'s image head never reached {img['target_acc']:.1%} " + (
+        if img["median_s"] is None:
+            status = f"**missed**: {img['config']}'s image head did not reach {img['target_acc']:.1%} in most runs " + (
                 "(best " + ", ".join(f"{max(e['test_acc'] for e in x['epochs']):.2%}" for x in img["runs"]) + ")"
             )
             if base["median_s"] is None:
                 best = ", ".join(f"{max(x['test_acc_per_epoch']):.2%}" for x in base["runs"])
-                status += f"; nor did the plain CNN in every run (best {best})"
-        elif base["ratio"] is None:
-            status = "not measured: the plain CNN did not reach the target in every run"
-        else:
+                status += f"; nor did the plain CNN (best {best})"
+        elif base["ratio"] is not None:
             measured += f" ({base['ratio']:.2f}x)"
             status = verdict(base["ratio"], 0.5, True, "x")
+        else:
+            measured += f" (at most {base['ratio_at_most']:.2f}x: the plain CNN's median run never reached it)"
+            status = verdict(base["ratio_at_most"], 0.5, True, "x")
         rows.append(row(goal, "<= 0.5x the plain CNN's time", measured, status))
     tp = r["throughput"]
     for res in tp["results"] if tp else []:
@@ -360,7 +361,7 @@ def sec_tta(res: dict[str, Any]) -> str:
     metric = res.get("metric", "acc")
     out = f"config `{res['config']}`{extra}, threads {res['threads']}, metric `{metric}`, "
     out += f"target {res['target_acc']:.1%}\n\n"
-    out += table(rows) + f"\nmedian: {fmt(res['median_s'])} s\n"
+    out += table(rows) + f"\nmedian: {fmt(res['median_s'])} s (a run that never reached the target counts as the slowest)\n"
     if res.get("baseline"):
         b = res["baseline"]
         base_rows = [
@@ -368,11 +369,13 @@ def sec_tta(res: dict[str, Any]) -> str:
                 "seed": x["seed"],
                 "test acc per epoch": ", ".join(f"{a:.4f}" for a in x["test_acc_per_epoch"]),
                 "time to target s": x["time_to_accuracy_s"],
+                "process s": x.get("wall_s"),
             }
             for x in b["runs"]
         ]
         out += f"\nbaseline `{b['model']}` in the same run (each seed its own process):\n\n" + table(base_rows)
-        out += f"\nmedian: {fmt(b['median_s'])} s; ratio {fmt(b['ratio'])}\n"
+        out += f"\nmedian: {fmt(b['median_s'])} s; ratio {fmt(b['ratio'])}"
+        out += f" (at most {fmt(b['ratio_at_most'])})\n" if b.get("ratio_at_most") is not None else "\n"
     if res.get("full_run"):
         f = res["full_run"]
         out += f"\nfull `{f['command']}`: {f['wall_s']:.1f} s wall for {f['epochs']} epochs, test acc {f['test_acc']:.4f}\n"
