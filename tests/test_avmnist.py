@@ -125,3 +125,21 @@ def test_pca_keeps_requested_variance() -> None:
 def test_config_errors_name_the_key(cfg: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         AVMnistConfig.from_dict(cfg)
+
+
+def test_a_run_at_one_thread_count_never_reads_a_cache_built_at_another(shared_data: Path, tmp_path: Path) -> None:
+    # the float32 mean of the 7,000 training images differs in its last bit between 1 and 2 threads: before,
+    # a run trained on whatever the first run to build the cache had computed
+    splits = {"train": {"mnist": "test[:7000]", "fsdd": "train[:200]"}, "test": {"mnist": "test[8000:8100]", "fsdd": "test[:50]"}}
+    cfg = {"root": str(shared_data), "splits": splits}
+    fresh = {}
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        fresh[threads] = build_avmnist({**cfg, "use_cache": False})
+        cached = build_avmnist({**cfg, "cache_dir": str(tmp_path)})
+        assert cached["train"].info["cache"] == "built"
+        for name, split in cached.items():
+            assert split.preprocessing == fresh[threads][name].preprocessing
+            assert all(torch.equal(v, fresh[threads][name].items[m]) for m, v in split.items.items())
+    assert fresh[1]["train"].preprocessing != fresh[2]["train"].preprocessing
+    assert len(list((tmp_path / "avmnist").glob("*.pt"))) == 2

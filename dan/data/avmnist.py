@@ -164,7 +164,8 @@ def build_avmnist(
     preprocessing: Mapping[str, Any] | None = None,
     only: Sequence[str] | None = None,
 ) -> dict[str, Split]:
-    """Build (or reload from cache) every split named in ``cfg.splits`` (or those in ``only``).
+    """Build (or reload from cache) every split named in ``cfg.splits`` (or those in ``only``). The cache is
+    keyed by the config, the source files' contents and ``torch.get_num_threads()``.
 
     With ``preprocessing`` (a checkpoint's), images and features are normalised (and, for the hard variant,
     PCA-projected) with its stored statistics and nothing is fitted: only the requested splits are read, and
@@ -188,6 +189,9 @@ def build_avmnist(
         "config": cfg.cache_key_material(),
         "mnist": fingerprint_files(image_files),
         "fsdd": fingerprint_files(r.path for r in recordings),
+        # float reductions (the images' mean, each mel band's statistics, the PCA) add in an order set by the
+        # thread count: the cached statistics are those of the run's own count, as its training is
+        "threads": torch.get_num_threads(),
     }
     key = stable_hash(key_material)
     cache_file = cache_root(cfg.cache_dir) / "avmnist" / f"{key[:20]}.pt"
