@@ -8,7 +8,8 @@ medians; issue 12's goal is avmnist_fast's image head at 99.5% in at most half t
 
 Each run is a fresh ``python bench/time_to_accuracy.py --child`` process that builds the recipe from
 the config (data from the cache, as every run after the first does), trains with the library's training
-step, and evaluates the test split after every epoch only to stop the clock once the target is reached;
+step, and evaluates the test split after every epoch as the recipe's own test does (with its ``eval.tta``
+views, their cost on the clock) only to stop the clock once the target is reached;
 test accuracy never steers training. Run ``i`` uses ``seed=i``, so the median covers different
 initialisations and shuffles; a run that never reaches the target counts as slower than every run that did
 (the median exists when more than half reach it). When the plain CNN's median run never reaches it, the
@@ -53,20 +54,23 @@ def child(config: str, overrides: list[str], device: str, threads: int, target: 
     """One timed run; prints one JSON line per phase (``t`` is ``time.time()`` at its end)."""
     from common import make_recipe, set_threads
 
+    from dan.config import to_dict
     from dan.engine import trainer as T
     from dan.engine.evaluate import evaluate
+    from dan.engine.test_time import with_tta
 
     set_threads(threads)
     print(json.dumps({"phase": "imported", "t": time.time()}), flush=True)
     recipe = make_recipe(config, overrides, device, threads)
     test = recipe.loader(recipe.task.splits["test"])
+    scored = with_tta(recipe.task.model, to_dict(recipe.cfg.eval.tta))
     print(json.dumps({"phase": "ready", "t": time.time()}), flush=True)
     for epoch in range(recipe.cfg.train.epochs):
         recipe.train_epoch()
         recipe.task.end_epoch(recipe, recipe.meter.means())
         recipe.epoch, recipe.batch_in_epoch, recipe.meter = epoch + 1, 0, T.LossMeter()
         trained = time.time()
-        result = evaluate(recipe.task.model, test, recipe.task.model.num_classes, recipe.task.modalities, recipe.info.device)
+        result = evaluate(scored, test, recipe.task.model.num_classes, recipe.task.modalities, recipe.info.device)
         line = {
             "phase": "epoch",
             "epoch": epoch + 1,
