@@ -237,7 +237,16 @@ def merge(base: Mapping[str, Any] | DictConfig, overrides: Sequence[str] = ()) -
             raise _unknown_key_error(exc, schema) from None
         raise ConfigError(_one_line(exc)) from None
     assert isinstance(cfg, DictConfig)
+    _drop_null_towers(cfg)
     return cfg
+
+
+def _drop_null_towers(cfg: DictConfig) -> None:
+    """``model.towers.<m>=null`` removes modality ``m``'s tower: a unimodal ablation of any config."""
+    towers = OmegaConf.select(cfg, "model.towers")
+    if isinstance(towers, DictConfig):
+        for m in [k for k in towers if towers[k] is None]:
+            del towers[m]
 
 
 def _switch_dataset(base: Mapping[str, Any] | DictConfig, overrides: Sequence[str]) -> Mapping[str, Any] | DictConfig:

@@ -26,7 +26,7 @@ from dan.config import (
     to_dict,
 )
 from dan.data import build_data
-from dan.data.augment import build_augment
+from dan.data.augment import build_augment, refuse_unused_augment
 from dan.data.loader import check_finite_inputs, check_num_classes
 from dan.data.mixup import Mixup, targets
 from dan.engine import BaseTask, Engine, StepOutput, Validation, checkpoint_record, script_main
@@ -175,6 +175,7 @@ def validate_config(cfg: DictConfig) -> None:
     early-stopping metric, and no metric-recipe options."""
     refuse_metric_options(cfg)
     modalities = check_model(cfg)
+    refuse_unused_augment(to_dict(cfg.augment), modalities, "the model's towers")
     check_balancer(cfg, modalities)
     check_mixup(cfg)
     check_adversary(cfg, modalities)

@@ -244,3 +244,19 @@ def test_a_terminal_gets_bars_with_the_run_eta(tmp_path: Path) -> None:
     text = b"".join(chunks).decode(errors="replace")
     assert "\r" in text and "epoch 1/2" in text and "batch" in text  # a tqdm bar, redrawn in place
     assert re.search(r"run_eta=\d+:\d\d:\d\d", text)
+
+
+def test_a_null_tower_trains_the_config_without_that_modality(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dan.config import load_config
+    from dan.errors import ConfigError
+
+    assert main(["train", "quickstart", *TINY, "model.towers.audio=null", f"output_dir={tmp_path}", "run_name=a"]) == 0
+    res = _results(tmp_path / "a")["summary"]
+    assert "test/acc_image" in res and not any("audio" in k for k in res)
+    assert list(load_checkpoint(tmp_path / "a" / "best.pt")["config"]["model"]["towers"]) == ["image"]
+    with pytest.raises(ConfigError) as err:  # an augmentation for the dropped tower would be silently unused
+        load_config("quickstart", ["model.towers.audio=null", "augment.audio={noise: 0.1}"])
+    assert "augment.audio names no modality of the model's towers (image)" in str(err.value)
+    assert "drop it with augment.audio=null" in str(err.value)
+    fixed = load_config("quickstart", ["model.towers.audio=null", "augment.audio={noise: 0.1}", "augment.audio=null"])
+    assert list(fixed.model.towers) == ["image"]

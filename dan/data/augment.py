@@ -197,9 +197,15 @@ def check_augment(cfg: Mapping[str, Any] | None, modalities: Collection[str]) ->
     """The ``augment`` config's keys (:func:`build_augment`) and its modalities: one with a spec that the data
     does not give (a typo, ``augment.imgae``) would be silently left alone; a ConfigError names it instead."""
     build_augment(cfg)
+    refuse_unused_augment(cfg, modalities, "the data")
+
+
+def refuse_unused_augment(cfg: Mapping[str, Any] | None, modalities: Collection[str], of: str) -> None:
+    """A ConfigError naming the first ``augment.<m>`` spec whose ``m`` is not in ``modalities`` (those of
+    ``of``: the data, the model's towers), with the override that drops it."""
     unknown = sorted(m for m, spec in dict(cfg or {}).items() if spec and m not in modalities)
     if unknown:
         raise ConfigError(
-            f"augment.{unknown[0]} names no modality of the data ({', '.join(sorted(modalities))}): fix the name "
+            f"augment.{unknown[0]} names no modality of {of} ({', '.join(sorted(modalities))}): fix the name "
             f"or drop it with augment.{unknown[0]}=null"
         )
